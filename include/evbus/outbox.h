@@ -1,0 +1,42 @@
+/* Local transactional outbox and its relay to the eventbus.
+ *
+ * A service appends events to the outbox in the same transaction as its business
+ * change; the relay thread forwards pending rows, in order, to the eventbus publish
+ * API and marks them published only after a 2xx. Nothing is dropped: unreachable
+ * eventbus or 5xx means retry with backoff; a row the eventbus refuses as invalid is
+ * parked (status 'rejected') and counted, never deleted. */
+#ifndef EVBUS_OUTBOX_H
+#define EVBUS_OUTBOX_H
+
+#include <stdint.h>
+
+#include "evbus/cloudevent.h"
+#include "evbus/store.h"
+
+/* Creates the outbox table (as migration component "outbox"). */
+evbus_err_t evbus_outbox_migrate(evbus_store_t *st);
+/* Appends ev inside the caller's open transaction. */
+evbus_err_t evbus_outbox_append(evbus_store_t *st, const evbus_event_t *ev);
+
+typedef struct evbus_relay evbus_relay_t;
+
+typedef struct {
+    const char *store_url;    /* the service's database (the relay opens its own connection) */
+    const char *eventbus_url; /* e.g. http://127.0.0.1:5020 */
+    const char *api_key;      /* sent as Bearer token when not NULL */
+    unsigned batch;           /* events per publish request */
+    int64_t backoff_initial_ms, backoff_cap_ms;
+    long timeout_ms;
+} evbus_relay_opts_t;
+
+/* Starts the relay thread. NULL on failure. */
+evbus_relay_t *evbus_relay_start(const evbus_relay_opts_t *opts);
+/* Wakes the relay: call after committing a transaction that appended events. Any thread. */
+void evbus_relay_wake(evbus_relay_t *r);
+/* Counts of pending and rejected rows and whether the last attempt reached the bus. */
+void evbus_relay_stats(evbus_relay_t *r, int64_t *pending, int64_t *rejected, int *bus_ok);
+/* Stops the thread and frees; a request in flight is aborted and its rows stay pending
+ * (sent again, as duplicates the eventbus ignores, at the next start). NULL is a no-op. */
+void evbus_relay_stop(evbus_relay_t *r);
+
+#endif

@@ -1,0 +1,149 @@
+/* auth-service: user registration; its events leave through a local outbox. */
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "auth.h"
+#include "evbus/config.h"
+#include "evbus/log.h"
+
+static auth_app_t g_app;
+
+static const evbus_cfg_t config[] = {
+    {"host", "AUTH_HOST", EVBUS_CFG_STR, 1, 64, "127.0.0.1", "address to listen on",
+     &g_app.cfg.host, 0},
+    {"port", "AUTH_PORT", EVBUS_CFG_INT, 0, 65535, "5000", "TCP port (0 picks a free one)",
+     &g_app.cfg.port, 0},
+    {"db", "AUTH_DB", EVBUS_CFG_STR, 1, 4096, "data/auth.db",
+     "database: an SQLite file path (or sqlite:PATH)", &g_app.cfg.db, 0},
+    {"eventbus-url", "AUTH_EVENTBUS_URL", EVBUS_CFG_STR, 8, 1024, "http://127.0.0.1:5020",
+     "base URL of the eventbus the outbox relays to", &g_app.cfg.eventbus_url, 0},
+    {"event-source", "AUTH_EVENT_SOURCE", EVBUS_CFG_STR, 1, 256, "/auth-service",
+     "CloudEvents source of the events this service publishes", &g_app.cfg.source, 0},
+    {"threads", "AUTH_THREADS", EVBUS_CFG_INT, 1, 64, "4", "HTTP worker threads",
+     &g_app.cfg.threads, 0},
+    {"max-body", "AUTH_MAX_BODY_BYTES", EVBUS_CFG_INT, 256, 1 << 20, "16384",
+     "largest request body accepted, in bytes", &g_app.cfg.max_body, 0},
+    {"argon2-ops", "AUTH_ARGON2_OPSLIMIT", EVBUS_CFG_INT, 2, 16, "2",
+     "Argon2id passes (t); at least 2", &g_app.cfg.argon_ops, 0},
+    {"argon2-mem-kib", "AUTH_ARGON2_MEMLIMIT_KIB", EVBUS_CFG_INT, 19456, 4 << 20, "19456",
+     "Argon2id memory in KiB (m); at least 19456 (19 MiB)", &g_app.cfg.argon_mem_kib, 0},
+    {"hash-concurrency", "AUTH_HASH_CONCURRENCY", EVBUS_CFG_INT, 1, 64, "2",
+     "most password hashes computed at once", &g_app.cfg.hash_slots, 0},
+    {"relay-batch", "AUTH_RELAY_BATCH", EVBUS_CFG_INT, 1, 500, "100",
+     "most outbox events the relay sends per request", &g_app.cfg.relay_batch, 0},
+    {"log-level", "AUTH_LOG_LEVEL", EVBUS_CFG_STR, 4, 5, "info", "debug, info, warn or error",
+     &g_app.cfg.log_level, 0},
+    {"log-format", "AUTH_LOG_FORMAT", EVBUS_CFG_STR, 4, 4, "json",
+     "json (one object per line) or text", &g_app.cfg.log_format, 0},
+};
+#define NCONFIG (sizeof config / sizeof config[0])
+
+static void live(evbus_req_t *req, void *ud)
+{
+    (void)ud;
+    evbus_req_reply_json(req, 200, json_pack("{s:s}", "status", "up"));
+}
+
+static const evbus_sql_t SQL_PING = {{"SELECT 1"}};
+
+static void ready(evbus_req_t *req, void *ud)
+{
+    auth_app_t *app = ud;
+    evbus_store_t *db = evbus_store_pool_get(app->pool);
+    evbus_stmt_t *s = evbus_store_prepare(db, &SQL_PING);
+    int db_ok = s && evbus_stmt_step(s, NULL) == EVBUS_STEP_ROW;
+    if (s)
+        evbus_stmt_done(s);
+    evbus_store_pool_put(app->pool, db);
+    int64_t pending, rejected;
+    int bus_ok;
+    evbus_relay_stats(app->relay, &pending, &rejected, &bus_ok);
+    /* registration works while the eventbus is away (the outbox holds the events), so
+     * readiness depends on the database only; the relay's state is reported */
+    evbus_req_reply_json(req, db_ok ? 200 : 503,
+                         json_pack("{s:s, s:{s:s, s:s}, s:{s:I, s:I}}", "status",
+                                   db_ok ? "up" : "down", "checks", "database",
+                                   db_ok ? "up" : "down", "eventbus",
+                                   bus_ok ? "up" : "unreachable", "outbox", "pending",
+                                   (json_int_t)pending, "rejected", (json_int_t)rejected));
+}
+
+int main(int argc, char **argv)
+{
+    int rc = evbus_config_load(config, NCONFIG, "auth-service",
+                               "evbus auth service: registration, events via a local outbox",
+                               argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    int lvl = evbus_log_level_parse(g_app.cfg.log_level);
+    evbus_log_init("auth", lvl < 0 ? EVBUS_LOG_INFO : (evbus_log_level_t)lvl,
+                   g_app.cfg.log_format);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    auth_app_t *app = &g_app;
+    evbus_http_server_t *http = NULL;
+    evbus_store_t *db = NULL;
+    int exit_code = 1;
+    if (sodium_init() < 0)
+        goto out;
+    sem_init(&app->hash_slots, 0, (unsigned)app->cfg.hash_slots);
+    if (!(db = evbus_store_open(app->cfg.db)) || auth_db_migrate(db) != EVBUS_ERR_OK)
+        goto out;
+    evbus_store_close(db);
+    db = NULL;
+    evbus_relay_opts_t ro = {
+        .store_url = app->cfg.db,
+        .eventbus_url = app->cfg.eventbus_url,
+        .batch = (unsigned)app->cfg.relay_batch,
+        .backoff_initial_ms = 50,
+        .backoff_cap_ms = 2000,
+        .timeout_ms = 10000,
+    };
+    if (!(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads)) ||
+        !(app->relay = evbus_relay_start(&ro)))
+        goto out;
+    evbus_http_opts_t ho = {
+        .host = app->cfg.host,
+        .port = (int)app->cfg.port,
+        .threads = (unsigned)app->cfg.threads,
+        .max_body = (size_t)app->cfg.max_body,
+        .max_header_bytes = 32 * 1024,
+        .max_connections = 1024,
+        .conn_timeout_s = 60,
+        .service = "auth",
+    };
+    if (!(http = evbus_http_server_new(&ho)) ||
+        evbus_http_route(http, "POST", "/api/auth/register", auth_register, app) ||
+        evbus_http_route(http, "GET", "/health/live", live, app) ||
+        evbus_http_route(http, "GET", "/health/ready", ready, app))
+        goto out;
+    int port = evbus_http_server_start(http);
+    if (port < 0)
+        goto out;
+    char ports[16];
+    snprintf(ports, sizeof ports, "%d", port);
+    evbus_log_kv(EVBUS_LOG_INFO, "listening", "host", app->cfg.host, "port", ports, "db",
+                 app->cfg.db, "eventbus", app->cfg.eventbus_url, NULL);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                 NULL);
+    evbus_http_server_quiesce(http);
+    exit_code = 0;
+out:
+    evbus_http_server_free(http);
+    evbus_relay_stop(app->relay);
+    evbus_store_pool_free(app->pool);
+    evbus_store_close(db);
+    if (exit_code == 0)
+        evbus_log_info("stopped");
+    evbus_config_free(config, NCONFIG);
+    return exit_code;
+}

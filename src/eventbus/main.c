@@ -1,0 +1,162 @@
+/* eventbus: accepts CloudEvents over HTTP, stores them durably, serves subscriptions. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eventbus.h"
+#include "evbus/config.h"
+#include "evbus/log.h"
+#include "evbus/util.h"
+
+static eb_app_t g_app;
+
+static const evbus_cfg_t config[] = {
+    {"host", "EVENTBUS_HOST", EVBUS_CFG_STR, 1, 64, "127.0.0.1", "address to listen on",
+     &g_app.cfg.host, 0},
+    {"port", "EVENTBUS_PORT", EVBUS_CFG_INT, 0, 65535, "5020", "TCP port (0 picks a free one)",
+     &g_app.cfg.port, 0},
+    {"db", "EVENTBUS_DB", EVBUS_CFG_STR, 1, 4096, "data/eventbus.db",
+     "database: an SQLite file path (or sqlite:PATH)", &g_app.cfg.db, 0},
+    {"threads", "EVENTBUS_THREADS", EVBUS_CFG_INT, 1, 64, "2", "HTTP worker threads",
+     &g_app.cfg.threads, 0},
+    {"max-body", "EVENTBUS_MAX_BODY_BYTES", EVBUS_CFG_INT, 1024, 64 << 20, "1048576",
+     "largest request body accepted, in bytes", &g_app.cfg.max_body, 0},
+    {"max-batch", "EVENTBUS_MAX_BATCH", EVBUS_CFG_INT, 1, 10000, "1000",
+     "most events in one publish request", &g_app.cfg.max_batch, 0},
+    {"max-wait", "EVENTBUS_MAX_WAIT_S", EVBUS_CFG_INT, 0, 300, "60",
+     "longest long-poll wait a client may ask for, in seconds", &g_app.cfg.max_wait, 0},
+    {"max-group", "EVENTBUS_GROUP_COMMIT_MAX", EVBUS_CFG_INT, 1, 100000, "5000",
+     "most events written in one group commit", &g_app.cfg.max_group, 0},
+    {"routes", "EVENTBUS_ROUTES", EVBUS_CFG_STR, 0, 65536, "",
+     "type->topic overrides, e.g. UserRegistered=USERS,OrderPlaced=ORDERS", &g_app.cfg.routes,
+     0},
+    {"log-level", "EVENTBUS_LOG_LEVEL", EVBUS_CFG_STR, 4, 5, "info", "debug, info, warn or error",
+     &g_app.cfg.log_level, 0},
+    {"log-format", "EVENTBUS_LOG_FORMAT", EVBUS_CFG_STR, 4, 4, "json",
+     "json (one object per line) or text", &g_app.cfg.log_format, 0},
+};
+#define NCONFIG (sizeof config / sizeof config[0])
+
+static void live(evbus_req_t *req, void *ud)
+{
+    (void)ud;
+    evbus_req_reply_json(req, 200, json_pack("{s:s}", "status", "up"));
+}
+
+static void ready(evbus_req_t *req, void *ud)
+{
+    eb_app_t *app = ud;
+    evbus_store_t *db = evbus_store_pool_get(app->pool);
+    int64_t head = 0;
+    int db_ok = app->broker->head(db, &head) == EVBUS_ERR_OK;
+    evbus_store_pool_put(app->pool, db);
+    int writer_ok = eb_writer_healthy(app->writer);
+    int ok = db_ok && writer_ok && !evbus_http_stopping(req);
+    evbus_req_reply_json(
+        req, ok ? 200 : 503,
+        json_pack("{s:s, s:{s:s, s:s, s:s}, s:I}", "status", ok ? "up" : "down", "checks",
+                  "database", db_ok ? "up" : "down", "writer", writer_ok ? "up" : "down",
+                  "broker", app->broker->name, "head", (json_int_t)head));
+}
+
+static int setup_routes(evbus_http_server_t *http, eb_app_t *app)
+{
+    struct {
+        const char *m, *p;
+        evbus_handler_fn fn;
+    } r[] = {
+        {"POST", "/api/events/publish", eb_publish_handler},
+        {"POST", "/api/subscriptions", eb_subs_create},
+        {"GET", "/api/subscriptions", eb_subs_list},
+        {"GET", "/api/subscriptions/{name}", eb_subs_get},
+        {"DELETE", "/api/subscriptions/{name}", eb_subs_delete},
+        {"GET", "/api/subscriptions/{name}/events", eb_subs_poll},
+        {"POST", "/api/subscriptions/{name}/ack", eb_subs_ack},
+        {"GET", "/health/live", live},
+        {"GET", "/health/ready", ready},
+    };
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+        if (evbus_http_route(http, r[i].m, r[i].p, r[i].fn, app) != EVBUS_ERR_OK)
+            return -1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int rc = evbus_config_load(config, NCONFIG, "eventbus",
+                               "the evbus event bus: publish API, durable log, subscriptions",
+                               argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    int lvl = evbus_log_level_parse(g_app.cfg.log_level);
+    evbus_log_init("eventbus", lvl < 0 ? EVBUS_LOG_INFO : (evbus_log_level_t)lvl,
+                   g_app.cfg.log_format);
+
+    /* signals are taken by sigwait in main; every thread inherits the mask */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    eb_app_t *app = &g_app;
+    evbus_http_server_t *http = NULL;
+    evbus_store_t *db = NULL;
+    int exit_code = 1;
+    char err[256];
+    app->broker = &eb_broker_log;
+    if (!(app->routes = eb_routes_new(app->cfg.routes, err, sizeof err))) {
+        evbus_log_error("config: EVENTBUS_ROUTES: %s", err);
+        goto out;
+    }
+    if (!(db = evbus_store_open(app->cfg.db)) ||
+        evbus_store_migrate(db, "eventbus", eb_migrations, eb_nmigrations) != EVBUS_ERR_OK)
+        goto out;
+    evbus_store_close(db);
+    db = NULL;
+    if (!(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads + 2)) ||
+        !(app->waiters = eb_waiters_new()) ||
+        !(app->writer = eb_writer_start(app->cfg.db, app->waiters, (unsigned)app->cfg.max_group)))
+        goto out;
+    evbus_http_opts_t ho = {
+        .host = app->cfg.host,
+        .port = (int)app->cfg.port,
+        .threads = (unsigned)app->cfg.threads,
+        .max_body = (size_t)app->cfg.max_body,
+        .max_header_bytes = 64 * 1024,
+        .max_connections = 4096,
+        .conn_timeout_s = 120,
+        .service = "eventbus",
+    };
+    if (!(http = evbus_http_server_new(&ho)) || setup_routes(http, app) != 0)
+        goto out;
+    int port = evbus_http_server_start(http);
+    if (port < 0)
+        goto out;
+    char ports[16];
+    snprintf(ports, sizeof ports, "%d", port);
+    evbus_log_kv(EVBUS_LOG_INFO, "listening", "host", app->cfg.host, "port", ports, "db",
+                 app->cfg.db, "broker", app->broker->name, NULL);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                 NULL);
+    evbus_http_server_quiesce(http);
+    eb_waiters_close(app->waiters); /* parked polls answer now */
+    eb_writer_stop(app->writer);    /* queued publishes commit and answer */
+    exit_code = 0;
+out:
+    evbus_http_server_free(http);
+    eb_writer_free(app->writer);
+    eb_waiters_free(app->waiters);
+    evbus_store_pool_free(app->pool);
+    evbus_store_close(db);
+    eb_routes_free(app->routes);
+    if (exit_code == 0)
+        evbus_log_info("stopped");
+    evbus_config_free(config, NCONFIG);
+    return exit_code;
+}

@@ -1,0 +1,251 @@
+/* Group commit: publish handlers queue jobs and suspend; this thread takes everything
+ * queued, writes it in one transaction (WAL, synchronous=FULL), and only after the
+ * commit returned resumes the requests, which then answer 2xx. Under load many
+ * publishes share one fsync; alone, a publish pays one. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eventbus.h"
+#include "evbus/log.h"
+#include "evbus/util.h"
+
+#define MAX_TOPICS_PER_GROUP 64
+
+struct eb_writer {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    eb_job_t *head, *tail;
+    int stop, joined;
+    atomic_int healthy;
+    char *url;
+    eb_waiters_t *waiters;
+    unsigned max_group;
+};
+
+static const evbus_sql_t SQL_INSERT = {{
+    "INSERT INTO eb_events (id, topic, type, source, subject, correlation_id, received_at, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq",
+}};
+static const evbus_sql_t SQL_BY_ID = {{"SELECT seq FROM eb_events WHERE id = ?"}};
+
+void eb_job_free(void *p)
+{
+    eb_job_t *job = p;
+    if (!job)
+        return;
+    for (size_t i = 0; i < job->n; i++) {
+        eb_item_t *it = &job->items[i];
+        free(it->id);
+        free(it->topic);
+        free(it->type);
+        free(it->source);
+        free(it->subject);
+        free(it->correlation);
+        free(it->body);
+    }
+    free(job->items);
+    free(job);
+}
+
+static evbus_err_t insert_item(evbus_store_t *st, eb_item_t *it, int64_t now)
+{
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_INSERT);
+    if (!s)
+        return EVBUS_ERR_DB;
+    evbus_stmt_bind_text(s, 1, it->id);
+    evbus_stmt_bind_text(s, 2, it->topic);
+    evbus_stmt_bind_text(s, 3, it->type);
+    evbus_stmt_bind_text(s, 4, it->source);
+    evbus_stmt_bind_text(s, 5, it->subject);
+    evbus_stmt_bind_text(s, 6, it->correlation);
+    evbus_stmt_bind_int64(s, 7, now);
+    evbus_stmt_bind_text(s, 8, it->body);
+    int rc = evbus_stmt_step(s, NULL);
+    if (rc == EVBUS_STEP_ROW) {
+        it->created = 1;
+        it->seq = evbus_stmt_int64(s, 0);
+        rc = evbus_stmt_step(s, NULL);
+    }
+    evbus_stmt_done(s);
+    if (rc != EVBUS_STEP_DONE)
+        return EVBUS_ERR_DB;
+    if (it->created)
+        return EVBUS_ERR_OK;
+    /* the id is already in the log: a duplicate publish, answered as a no-op */
+    s = evbus_store_prepare(st, &SQL_BY_ID);
+    if (!s)
+        return EVBUS_ERR_DB;
+    evbus_stmt_bind_text(s, 1, it->id);
+    rc = evbus_stmt_step(s, NULL);
+    if (rc == EVBUS_STEP_ROW)
+        it->seq = evbus_stmt_int64(s, 0);
+    evbus_stmt_done(s);
+    return rc == EVBUS_STEP_ROW ? EVBUS_ERR_OK : EVBUS_ERR_DB;
+}
+
+static evbus_err_t write_group(evbus_store_t *st, eb_job_t *jobs)
+{
+    if (evbus_store_begin(st) != EVBUS_ERR_OK)
+        return EVBUS_ERR_DB;
+    int64_t now = evbus_now_ms();
+    for (eb_job_t *j = jobs; j; j = j->next)
+        for (size_t i = 0; i < j->n; i++) {
+            j->items[i].created = 0;
+            if (insert_item(st, &j->items[i], now) != EVBUS_ERR_OK) {
+                evbus_log_error("writer: insert failed: %s", evbus_store_errmsg(st));
+                evbus_store_rollback(st);
+                return EVBUS_ERR_DB;
+            }
+        }
+    if (evbus_store_commit(st) != EVBUS_ERR_OK) {
+        evbus_log_error("writer: commit failed: %s", evbus_store_errmsg(st));
+        return EVBUS_ERR_DB;
+    }
+    return EVBUS_ERR_OK;
+}
+
+/* Logs each stored event and collects the distinct topics that got new events. */
+static size_t after_commit(eb_job_t *jobs, const char **topics)
+{
+    size_t nt = 0;
+    int overflow = 0;
+    for (eb_job_t *j = jobs; j; j = j->next)
+        for (size_t i = 0; i < j->n; i++) {
+            eb_item_t *it = &j->items[i];
+            if (evbus_log_enabled(EVBUS_LOG_INFO)) {
+                evbus_log_set_correlation(it->correlation);
+                evbus_log_set_event(it->id);
+                evbus_log_kv(EVBUS_LOG_INFO, it->created ? "event stored" : "duplicate event ignored",
+                             "type", it->type, "topic", it->topic, NULL);
+            }
+            if (!it->created)
+                continue;
+            size_t k = 0;
+            while (k < nt && strcmp(topics[k], it->topic) != 0)
+                k++;
+            if (k == nt && nt < MAX_TOPICS_PER_GROUP)
+                topics[nt++] = it->topic;
+            else if (k == nt)
+                overflow = 1; /* too many to list: wake everyone */
+        }
+    evbus_log_set_correlation(NULL);
+    evbus_log_set_event(NULL);
+    return overflow ? SIZE_MAX : nt;
+}
+
+static void *writer_main(void *arg)
+{
+    eb_writer_t *w = arg;
+    evbus_store_t *st = evbus_store_open(w->url);
+    atomic_store(&w->healthy, st != NULL);
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        while (!w->head && !w->stop)
+            pthread_cond_wait(&w->cond, &w->lock);
+        if (!w->head && w->stop) {
+            pthread_mutex_unlock(&w->lock);
+            break;
+        }
+        /* take up to max_group events' worth of jobs */
+        eb_job_t *jobs = w->head, *last = w->head;
+        size_t events = last->n;
+        while (last->next && events + last->next->n <= w->max_group) {
+            last = last->next;
+            events += last->n;
+        }
+        w->head = last->next;
+        if (!w->head)
+            w->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&w->lock);
+
+        evbus_err_t rc = st ? write_group(st, jobs) : EVBUS_ERR_DB;
+        atomic_store(&w->healthy, rc == EVBUS_ERR_OK);
+        const char *topics[MAX_TOPICS_PER_GROUP];
+        size_t nt = rc == EVBUS_ERR_OK ? after_commit(jobs, topics) : 0;
+        /* notify before resuming: a poll woken later must see these events */
+        if (nt == SIZE_MAX)
+            eb_waiters_notify(w->waiters, NULL, 0);
+        else if (nt)
+            eb_waiters_notify(w->waiters, topics, nt);
+        for (eb_job_t *j = jobs, *nx; j; j = nx) {
+            nx = j->next;
+            j->rc = rc;
+            j->done = 1;
+            evbus_req_resume(j->req); /* the request owns j from here on */
+        }
+    }
+    evbus_store_close(st);
+    return NULL;
+}
+
+eb_writer_t *eb_writer_start(const char *db_url, eb_waiters_t *waiters, unsigned max_group)
+{
+    eb_writer_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->url = strdup(db_url);
+    w->waiters = waiters;
+    w->max_group = max_group ? max_group : 1;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    if (!w->url || pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        free(w->url);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+int eb_writer_submit(eb_writer_t *w, eb_job_t *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->stop) {
+        pthread_mutex_unlock(&w->lock);
+        return -1;
+    }
+    /* suspend before the writer can see the job, so its resume follows the suspend */
+    evbus_req_suspend(job->req);
+    if (w->tail)
+        w->tail->next = job;
+    else
+        w->head = job;
+    w->tail = job;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    return 0;
+}
+
+int eb_writer_healthy(eb_writer_t *w)
+{
+    return atomic_load(&w->healthy);
+}
+
+void eb_writer_stop(eb_writer_t *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->lock);
+    int joined = w->joined;
+    w->stop = 1;
+    w->joined = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    if (!joined)
+        pthread_join(w->thread, NULL);
+}
+
+void eb_writer_free(eb_writer_t *w)
+{
+    if (!w)
+        return;
+    eb_writer_stop(w);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    free(w->url);
+    free(w);
+}

@@ -1,0 +1,367 @@
+/* Outbox table and relay thread. The relay is woken by evbus_relay_wake() right after a
+ * commit (a slow timer is only a safety net), sends pending rows in sequence order as
+ * one batch, and marks them published only after the eventbus answered 2xx. */
+#include "evbus/outbox.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "evbus/backoff.h"
+#include "evbus/http_client.h"
+#include "evbus/log.h"
+#include "evbus/util.h"
+
+#define SAFETY_POLL_MS 5000
+#define MAX_BATCH 500
+
+static const evbus_migration_t outbox_migrations[] = {
+    {1,
+     {{"CREATE TABLE evbus_outbox ("
+       " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+       " event_id TEXT NOT NULL UNIQUE,"
+       " type TEXT NOT NULL,"
+       " correlation_id TEXT,"
+       " payload TEXT NOT NULL,"
+       " status TEXT NOT NULL DEFAULT 'pending',"
+       " last_error TEXT,"
+       " created_at BIGINT NOT NULL,"
+       " published_at BIGINT);"
+       "CREATE INDEX evbus_outbox_status ON evbus_outbox (status, seq);"}}},
+};
+
+static const evbus_sql_t SQL_APPEND = {{
+    "INSERT INTO evbus_outbox (event_id, type, correlation_id, payload, created_at) "
+    "VALUES (?, ?, ?, ?, ?)",
+}};
+static const evbus_sql_t SQL_PENDING = {{
+    "SELECT seq, payload FROM evbus_outbox WHERE status = 'pending' ORDER BY seq LIMIT ?",
+}};
+static const evbus_sql_t SQL_MARK = {{
+    "UPDATE evbus_outbox SET status = ?, published_at = ?, last_error = ? WHERE seq = ?",
+}};
+static const evbus_sql_t SQL_COUNT = {{
+    "SELECT (SELECT count(*) FROM evbus_outbox WHERE status = 'pending'),"
+    " (SELECT count(*) FROM evbus_outbox WHERE status = 'rejected')",
+}};
+
+evbus_err_t evbus_outbox_migrate(evbus_store_t *st)
+{
+    return evbus_store_migrate(st, "outbox", outbox_migrations,
+                               sizeof outbox_migrations / sizeof outbox_migrations[0]);
+}
+
+evbus_err_t evbus_outbox_append(evbus_store_t *st, const evbus_event_t *ev)
+{
+    char *payload = evbus_event_serialize(ev);
+    if (!payload)
+        return EVBUS_ERR_NOMEM;
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_APPEND);
+    evbus_err_t rc = EVBUS_ERR_DB;
+    if (s) {
+        evbus_stmt_bind_text(s, 1, evbus_event_id(ev));
+        evbus_stmt_bind_text(s, 2, evbus_event_type(ev));
+        evbus_stmt_bind_text(s, 3, evbus_event_correlation(ev));
+        evbus_stmt_bind_text(s, 4, payload);
+        evbus_stmt_bind_int64(s, 5, evbus_now_ms());
+        int constraint;
+        int step = evbus_stmt_step(s, &constraint);
+        rc = step == EVBUS_STEP_DONE ? EVBUS_ERR_OK : constraint ? EVBUS_ERR_CONFLICT : EVBUS_ERR_DB;
+        evbus_stmt_done(s);
+    }
+    free(payload);
+    return rc;
+}
+
+struct evbus_relay {
+    evbus_relay_opts_t o;
+    char *store_url, *url, *auth_header;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int woken, stop;
+    volatile int abort_flag;
+    atomic_llong pending, rejected;
+    atomic_int bus_ok;
+};
+
+typedef struct {
+    int64_t seq[MAX_BATCH];
+    unsigned n;
+    char *body;
+    size_t len, cap;
+} batch_t;
+
+static int batch_append(batch_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (b->len + n + 3 > b->cap) {
+        size_t cap = b->cap ? b->cap : 8192;
+        while (cap < b->len + n + 3)
+            cap *= 2;
+        char *nb = realloc(b->body, cap);
+        if (!nb)
+            return -1;
+        b->body = nb;
+        b->cap = cap;
+    }
+    b->body[b->len++] = b->n ? ',' : '[';
+    memcpy(b->body + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+/* Loads up to limit pending rows into b as a JSON array. */
+static evbus_err_t load_batch(evbus_store_t *st, unsigned limit, batch_t *b)
+{
+    b->n = 0;
+    b->len = 0;
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_PENDING);
+    if (!s)
+        return EVBUS_ERR_DB;
+    evbus_stmt_bind_int64(s, 1, limit);
+    int rc;
+    while ((rc = evbus_stmt_step(s, NULL)) == EVBUS_STEP_ROW) {
+        if (batch_append(b, evbus_stmt_text(s, 1)) != 0) {
+            rc = EVBUS_STEP_ERROR;
+            break;
+        }
+        b->seq[b->n++] = evbus_stmt_int64(s, 0);
+    }
+    evbus_stmt_done(s);
+    if (b->n) {
+        b->body[b->len++] = ']';
+        b->body[b->len] = '\0';
+    }
+    return rc == EVBUS_STEP_DONE ? EVBUS_ERR_OK : EVBUS_ERR_DB;
+}
+
+static evbus_err_t mark(evbus_store_t *st, const batch_t *b, const char *status,
+                        const char *error)
+{
+    if (evbus_store_begin(st) != EVBUS_ERR_OK)
+        return EVBUS_ERR_DB;
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_MARK);
+    evbus_err_t rc = s ? EVBUS_ERR_OK : EVBUS_ERR_DB;
+    int64_t now = evbus_now_ms();
+    for (unsigned i = 0; s && i < b->n && rc == EVBUS_ERR_OK; i++) {
+        evbus_stmt_bind_text(s, 1, status);
+        evbus_stmt_bind_int64(s, 2, now);
+        evbus_stmt_bind_text(s, 3, error);
+        evbus_stmt_bind_int64(s, 4, b->seq[i]);
+        if (evbus_stmt_step(s, NULL) != EVBUS_STEP_DONE)
+            rc = EVBUS_ERR_DB;
+        evbus_stmt_done(s);
+    }
+    if (rc != EVBUS_ERR_OK) {
+        evbus_store_rollback(st);
+        return rc;
+    }
+    return evbus_store_commit(st);
+}
+
+static void refresh_counts(evbus_relay_t *r, evbus_store_t *st)
+{
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_COUNT);
+    if (s && evbus_stmt_step(s, NULL) == EVBUS_STEP_ROW) {
+        atomic_store(&r->pending, evbus_stmt_int64(s, 0));
+        atomic_store(&r->rejected, evbus_stmt_int64(s, 1));
+    }
+    if (s)
+        evbus_stmt_done(s);
+}
+
+/* Waits until woken, stopped, or ms elapsed. Returns 1 if stopping. */
+static int wait_for(evbus_relay_t *r, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&r->lock);
+    while (!r->woken && !r->stop)
+        if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) != 0)
+            break;
+    r->woken = 0;
+    int stop = r->stop;
+    pthread_mutex_unlock(&r->lock);
+    return stop;
+}
+
+/* Outcome of one send: 0 published, 1 retry later, 2 rejected as invalid. */
+static int send_batch(evbus_relay_t *r, evbus_http_client_t *http, const batch_t *b,
+                      char *err, size_t errlen)
+{
+    const char *headers[3] = {"Content-Type: application/cloudevents-batch+json", NULL, NULL};
+    if (r->auth_header)
+        headers[1] = r->auth_header;
+    evbus_http_resp_t resp;
+    evbus_err_t rc = evbus_http_request(http, "POST", r->url, headers, b->body, b->len,
+                                        r->o.timeout_ms, &resp);
+    int outcome;
+    if (rc != EVBUS_ERR_OK) {
+        snprintf(err, errlen, "eventbus unreachable: %s", evbus_strerror(rc));
+        outcome = 1;
+    } else if (resp.status >= 200 && resp.status < 300) {
+        outcome = 0;
+    } else if (resp.status == 400 || resp.status == 413 || resp.status == 422) {
+        snprintf(err, errlen, "eventbus refused the event (%ld): %.300s", resp.status,
+                 resp.body ? resp.body : "");
+        outcome = 2;
+    } else {
+        snprintf(err, errlen, "eventbus answered %ld", resp.status);
+        outcome = 1;
+    }
+    atomic_store(&r->bus_ok, rc == EVBUS_ERR_OK && resp.status < 500);
+    evbus_http_resp_clear(&resp);
+    return outcome;
+}
+
+static void *relay_main(void *arg)
+{
+    evbus_relay_t *r = arg;
+    evbus_store_t *st = evbus_store_open(r->store_url);
+    evbus_http_client_t *http = evbus_http_client_new(64 * 1024);
+    batch_t *b = calloc(1, sizeof *b);
+    evbus_backoff_t bo = {r->o.backoff_initial_ms, 2.0, r->o.backoff_cap_ms};
+    unsigned attempt = 0, limit = r->o.batch;
+    if (!st || !http || !b) {
+        evbus_log_error("relay: cannot start (store or HTTP client)");
+        goto out;
+    }
+    evbus_http_client_set_abort(http, &r->abort_flag);
+    evbus_log_kv(EVBUS_LOG_INFO, "relay started", "eventbus", r->url, NULL);
+    for (;;) {
+        if (load_batch(st, limit, b) != EVBUS_ERR_OK) {
+            if (wait_for(r, evbus_backoff_delay(&bo, attempt++)))
+                break;
+            continue;
+        }
+        if (b->n == 0) {
+            refresh_counts(r, st);
+            limit = r->o.batch;
+            if (wait_for(r, SAFETY_POLL_MS))
+                break;
+            continue;
+        }
+        char err[400] = "";
+        int outcome = send_batch(r, http, b, err, sizeof err);
+        if (outcome == 0) {
+            if (attempt)
+                evbus_log_kv(EVBUS_LOG_INFO, "relay: eventbus reachable again", NULL);
+            attempt = 0;
+            if (mark(st, b, "published", NULL) != EVBUS_ERR_OK)
+                evbus_log_error("relay: cannot mark rows published (they will be resent)");
+            else
+                evbus_log_debug("relay: published %u events", b->n);
+        } else if (outcome == 2 && b->n > 1) {
+            limit = 1; /* find the refused event: send one at a time */
+        } else if (outcome == 2) {
+            evbus_log_kv(EVBUS_LOG_ERROR, "relay: event parked as rejected", "detail", err, NULL);
+            mark(st, b, "rejected", err);
+        } else {
+            int64_t delay = evbus_backoff_delay(&bo, attempt);
+            char d[24];
+            snprintf(d, sizeof d, "%lld", (long long)delay);
+            if (attempt == 0 || evbus_log_enabled(EVBUS_LOG_DEBUG))
+                evbus_log_kv(EVBUS_LOG_WARN, "relay: publish failed, retrying with backoff",
+                             "detail", err, "delay_ms", d, NULL);
+            attempt++;
+            refresh_counts(r, st);
+            /* only a stop ends the wait early: new commits must not defeat the backoff */
+            int64_t end = evbus_mono_us() + delay * 1000;
+            while (evbus_mono_us() < end) {
+                if (wait_for(r, (end - evbus_mono_us()) / 1000 + 1))
+                    goto out;
+            }
+        }
+        pthread_mutex_lock(&r->lock);
+        int stop = r->stop;
+        pthread_mutex_unlock(&r->lock);
+        if (stop)
+            break;
+    }
+out:
+    if (b)
+        free(b->body);
+    free(b);
+    evbus_http_client_free(http);
+    evbus_store_close(st);
+    return NULL;
+}
+
+evbus_relay_t *evbus_relay_start(const evbus_relay_opts_t *opts)
+{
+    evbus_relay_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->o = *opts;
+    if (r->o.batch == 0 || r->o.batch > MAX_BATCH)
+        r->o.batch = 100;
+    size_t ul = strlen(opts->eventbus_url) + 32;
+    r->url = malloc(ul);
+    r->store_url = strdup(opts->store_url);
+    if (r->url)
+        snprintf(r->url, ul, "%s/api/events/publish", opts->eventbus_url);
+    if (opts->api_key) {
+        size_t al = strlen(opts->api_key) + 32;
+        r->auth_header = malloc(al);
+        if (r->auth_header)
+            snprintf(r->auth_header, al, "Authorization: Bearer %s", opts->api_key);
+    }
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_store(&r->bus_ok, 1);
+    if (!r->url || !r->store_url || pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+        free(r->url);
+        free(r->store_url);
+        free(r->auth_header);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void evbus_relay_wake(evbus_relay_t *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->woken = 1;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void evbus_relay_stats(evbus_relay_t *r, int64_t *pending, int64_t *rejected, int *bus_ok)
+{
+    *pending = atomic_load(&r->pending);
+    *rejected = atomic_load(&r->rejected);
+    *bus_ok = atomic_load(&r->bus_ok);
+}
+
+void evbus_relay_stop(evbus_relay_t *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stop = 1;
+    r->abort_flag = 1;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    pthread_join(r->thread, NULL);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->cond);
+    free(r->url);
+    free(r->store_url);
+    free(r->auth_header);
+    free(r);
+}

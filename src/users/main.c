@@ -1,0 +1,136 @@
+/* user-service: keeps user profiles from the auth service's events. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "evbus/config.h"
+#include "evbus/consumer.h"
+#include "evbus/log.h"
+#include "users.h"
+
+static users_app_t g_app;
+
+static const evbus_cfg_t config[] = {
+    {"host", "USERS_HOST", EVBUS_CFG_STR, 1, 64, "127.0.0.1", "address to listen on",
+     &g_app.cfg.host, 0},
+    {"port", "USERS_PORT", EVBUS_CFG_INT, 0, 65535, "5008", "TCP port (0 picks a free one)",
+     &g_app.cfg.port, 0},
+    {"db", "USERS_DB", EVBUS_CFG_STR, 1, 4096, "data/users.db",
+     "database: an SQLite file path (or sqlite:PATH)", &g_app.cfg.db, 0},
+    {"eventbus-url", "USERS_EVENTBUS_URL", EVBUS_CFG_STR, 8, 1024, "http://127.0.0.1:5020",
+     "base URL of the eventbus to consume from", &g_app.cfg.eventbus_url, 0},
+    {"subscription", "USERS_SUBSCRIPTION", EVBUS_CFG_STR, 1, 64, "user-service",
+     "name of this service's subscription", &g_app.cfg.subscription, 0},
+    {"poll-wait", "USERS_POLL_WAIT_S", EVBUS_CFG_INT, 1, 60, "30",
+     "long-poll wait in seconds", &g_app.cfg.poll_wait, 0},
+    {"poll-max", "USERS_POLL_MAX", EVBUS_CFG_INT, 1, 1000, "100", "events per poll at most",
+     &g_app.cfg.poll_max, 0},
+    {"threads", "USERS_THREADS", EVBUS_CFG_INT, 1, 64, "2", "HTTP worker threads",
+     &g_app.cfg.threads, 0},
+    {"log-level", "USERS_LOG_LEVEL", EVBUS_CFG_STR, 4, 5, "info", "debug, info, warn or error",
+     &g_app.cfg.log_level, 0},
+    {"log-format", "USERS_LOG_FORMAT", EVBUS_CFG_STR, 4, 4, "json",
+     "json (one object per line) or text", &g_app.cfg.log_format, 0},
+};
+#define NCONFIG (sizeof config / sizeof config[0])
+
+static evbus_consumer_t *g_consumer;
+
+static void live(evbus_req_t *req, void *ud)
+{
+    (void)ud;
+    evbus_req_reply_json(req, 200, json_pack("{s:s}", "status", "up"));
+}
+
+static const evbus_sql_t SQL_PING = {{"SELECT 1"}};
+
+static void ready(evbus_req_t *req, void *ud)
+{
+    users_app_t *app = ud;
+    evbus_store_t *db = evbus_store_pool_get(app->pool);
+    evbus_stmt_t *s = evbus_store_prepare(db, &SQL_PING);
+    int db_ok = s && evbus_stmt_step(s, NULL) == EVBUS_STEP_ROW;
+    if (s)
+        evbus_stmt_done(s);
+    evbus_store_pool_put(app->pool, db);
+    int consumer_ok = evbus_consumer_healthy(g_consumer);
+    evbus_req_reply_json(req, db_ok ? 200 : 503,
+                         json_pack("{s:s, s:{s:s, s:s}}", "status", db_ok ? "up" : "down",
+                                   "checks", "database", db_ok ? "up" : "down", "consumer",
+                                   consumer_ok ? "up" : "waiting for eventbus"));
+}
+
+int main(int argc, char **argv)
+{
+    int rc = evbus_config_load(config, NCONFIG, "user-service",
+                               "evbus user service: profiles from UserRegistered events", argc,
+                               argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    int lvl = evbus_log_level_parse(g_app.cfg.log_level);
+    evbus_log_init("users", lvl < 0 ? EVBUS_LOG_INFO : (evbus_log_level_t)lvl,
+                   g_app.cfg.log_format);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    users_app_t *app = &g_app;
+    evbus_http_server_t *http = NULL;
+    int exit_code = 1;
+    if (!(app->apply_db = evbus_store_open(app->cfg.db)) ||
+        users_db_migrate(app->apply_db) != EVBUS_ERR_OK ||
+        !(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads)))
+        goto out;
+    static const char *const types[] = {"UserRegistered", NULL};
+    evbus_consumer_opts_t co = {
+        .eventbus_url = app->cfg.eventbus_url,
+        .subscription = app->cfg.subscription,
+        .topic = "USER_REGISTERED",
+        .types = types,
+        .max_batch = (unsigned)app->cfg.poll_max,
+        .wait_s = (unsigned)app->cfg.poll_wait,
+        .fn = users_apply,
+        .ud = app,
+    };
+    if (!(g_consumer = evbus_consumer_start(&co)))
+        goto out;
+    evbus_http_opts_t ho = {
+        .host = app->cfg.host,
+        .port = (int)app->cfg.port,
+        .threads = (unsigned)app->cfg.threads,
+        .max_body = 16 * 1024,
+        .max_header_bytes = 32 * 1024,
+        .max_connections = 1024,
+        .conn_timeout_s = 60,
+        .service = "users",
+    };
+    if (!(http = evbus_http_server_new(&ho)) ||
+        evbus_http_route(http, "GET", "/api/users/{id}", users_get, app) ||
+        evbus_http_route(http, "GET", "/health/live", live, app) ||
+        evbus_http_route(http, "GET", "/health/ready", ready, app))
+        goto out;
+    int port = evbus_http_server_start(http);
+    if (port < 0)
+        goto out;
+    char ports[16];
+    snprintf(ports, sizeof ports, "%d", port);
+    evbus_log_kv(EVBUS_LOG_INFO, "listening", "host", app->cfg.host, "port", ports, "db",
+                 app->cfg.db, "eventbus", app->cfg.eventbus_url, NULL);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                 NULL);
+    exit_code = 0;
+out:
+    evbus_http_server_free(http);
+    evbus_consumer_stop(g_consumer);
+    evbus_store_pool_free(app->pool);
+    evbus_store_close(app->apply_db);
+    if (exit_code == 0)
+        evbus_log_info("stopped");
+    evbus_config_free(config, NCONFIG);
+    return exit_code;
+}
