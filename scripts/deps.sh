@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config clang clang-format
+  build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
   libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev
   libsodium-dev libcmocka-dev sqlite3 curl
   python3-pytest python3-requests

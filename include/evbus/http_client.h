@@ -9,8 +9,8 @@
 typedef struct evbus_http_client evbus_http_client_t;
 
 typedef struct {
-    long status;  /* HTTP status, 0 if no response */
-    char *body;   /* NUL-terminated, malloc'd, may be NULL; caller frees */
+    long status; /* HTTP status, 0 if no response */
+    char *body;  /* NUL-terminated, malloc'd, may be NULL; caller frees */
     size_t len;
     long retry_after_s; /* Retry-After in seconds, -1 if absent */
 } evbus_http_resp_t;

@@ -13,7 +13,11 @@
 typedef struct evbus_store evbus_store_t;
 typedef struct evbus_stmt evbus_stmt_t;
 
-typedef enum { EVBUS_DIALECT_SQLITE = 0, EVBUS_DIALECT_PG = 1, EVBUS_DIALECT__COUNT } evbus_dialect_t;
+typedef enum {
+    EVBUS_DIALECT_SQLITE = 0,
+    EVBUS_DIALECT_PG = 1,
+    EVBUS_DIALECT__COUNT
+} evbus_dialect_t;
 
 /* One statement's text per dialect; a NULL entry falls back to the SQLite text. */
 typedef struct {

@@ -62,24 +62,22 @@ static void ready(evbus_req_t *req, void *ud)
     evbus_relay_stats(app->relay, &pending, &rejected, &bus_ok);
     /* registration works while the eventbus is away (the outbox holds the events), so
      * readiness depends on the database only; the relay's state is reported */
-    evbus_req_reply_json(req, db_ok ? 200 : 503,
-                         json_pack("{s:s, s:{s:s, s:s}, s:{s:I, s:I}}", "status",
-                                   db_ok ? "up" : "down", "checks", "database",
-                                   db_ok ? "up" : "down", "eventbus",
-                                   bus_ok ? "up" : "unreachable", "outbox", "pending",
-                                   (json_int_t)pending, "rejected", (json_int_t)rejected));
+    evbus_req_reply_json(
+        req, db_ok ? 200 : 503,
+        json_pack("{s:s, s:{s:s, s:s}, s:{s:I, s:I}}", "status", db_ok ? "up" : "down", "checks",
+                  "database", db_ok ? "up" : "down", "eventbus", bus_ok ? "up" : "unreachable",
+                  "outbox", "pending", (json_int_t)pending, "rejected", (json_int_t)rejected));
 }
 
 int main(int argc, char **argv)
 {
     int rc = evbus_config_load(config, NCONFIG, "auth-service",
-                               "evbus auth service: registration, events via a local outbox",
-                               argc, argv);
+                               "evbus auth service: registration, events via a local outbox", argc,
+                               argv);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     int lvl = evbus_log_level_parse(g_app.cfg.log_level);
-    evbus_log_init("auth", lvl < 0 ? EVBUS_LOG_INFO : (evbus_log_level_t)lvl,
-                   g_app.cfg.log_format);
+    evbus_log_init("auth", lvl < 0 ? EVBUS_LOG_INFO : (evbus_log_level_t)lvl, g_app.cfg.log_format);
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
@@ -133,8 +131,7 @@ int main(int argc, char **argv)
                  app->cfg.db, "eventbus", app->cfg.eventbus_url, NULL);
     int sig = 0;
     sigwait(&sigs, &sig);
-    evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                 NULL);
+    evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     evbus_http_server_quiesce(http);
     exit_code = 0;
 out:

@@ -106,9 +106,9 @@ static json_t *validate(json_t *body, reg_input_t *in)
 static int hash_password(auth_app_t *app, const char *pw, char out[crypto_pwhash_STRBYTES])
 {
     sem_wait(&app->hash_slots);
-    int rc = crypto_pwhash_str_alg(out, pw, strlen(pw), (unsigned long long)app->cfg.argon_ops,
-                                   (size_t)app->cfg.argon_mem_kib * 1024,
-                                   crypto_pwhash_ALG_ARGON2ID13);
+    int rc =
+        crypto_pwhash_str_alg(out, pw, strlen(pw), (unsigned long long)app->cfg.argon_ops,
+                              (size_t)app->cfg.argon_mem_kib * 1024, crypto_pwhash_ALG_ARGON2ID13);
     sem_post(&app->hash_slots);
     return rc;
 }

@@ -20,8 +20,8 @@ static const evbus_sql_t SQL_INSERT = {{
 
 evbus_err_t auth_db_migrate(evbus_store_t *st)
 {
-    evbus_err_t rc = evbus_store_migrate(st, "auth", migrations,
-                                         sizeof migrations / sizeof migrations[0]);
+    evbus_err_t rc =
+        evbus_store_migrate(st, "auth", migrations, sizeof migrations / sizeof migrations[0]);
     return rc ? rc : evbus_outbox_migrate(st);
 }
 
@@ -41,7 +41,9 @@ evbus_err_t auth_db_create_user(evbus_store_t *st, const auth_user_t *u, const e
         int constraint;
         int step = evbus_stmt_step(s, &constraint);
         evbus_stmt_done(s);
-        rc = step == EVBUS_STEP_DONE ? EVBUS_ERR_OK : constraint ? EVBUS_ERR_CONFLICT : EVBUS_ERR_DB;
+        rc = step == EVBUS_STEP_DONE ? EVBUS_ERR_OK
+             : constraint            ? EVBUS_ERR_CONFLICT
+                                     : EVBUS_ERR_DB;
     }
     if (rc == EVBUS_ERR_OK)
         rc = evbus_outbox_append(st, ev);

@@ -42,7 +42,10 @@ static int type_wanted(json_t *types, const char *type)
         return 1;
     size_t i;
     json_t *t;
-    json_array_foreach(types, i, t) if (strcmp(json_string_value(t), type) == 0) return 1;
+    json_array_foreach (types, i, t) {
+        if (strcmp(json_string_value(t), type) == 0)
+            return 1;
+    }
     return 0;
 }
 
@@ -75,8 +78,8 @@ static evbus_err_t log_fetch(evbus_store_t *st, const char *topic, json_t *types
                 rc = EVBUS_STEP_ERROR;
                 break;
             }
-            json_array_append_new(out, json_pack("{s:I, s:o}", "position", (json_int_t)seq,
-                                                 "event", ev));
+            json_array_append_new(
+                out, json_pack("{s:I, s:o}", "position", (json_int_t)seq, "event", ev));
         }
         evbus_stmt_done(s);
         scanned += got;

@@ -48,8 +48,8 @@ void eb_waiters_free(eb_waiters_t *w);
 /* ---- writer.c: one thread that group-commits publishes ---- */
 typedef struct {
     char *id, *topic, *type, *source, *subject, *correlation, *body;
-    int created;    /* result: 1 new, 0 duplicate id */
-    int64_t seq;    /* result: position in the log */
+    int created; /* result: 1 new, 0 duplicate id */
+    int64_t seq; /* result: position in the log */
 } eb_item_t;
 
 typedef struct eb_job {

@@ -29,8 +29,7 @@ static const evbus_cfg_t config[] = {
     {"max-group", "EVENTBUS_GROUP_COMMIT_MAX", EVBUS_CFG_INT, 1, 100000, "5000",
      "most events written in one group commit", &g_app.cfg.max_group, 0},
     {"routes", "EVENTBUS_ROUTES", EVBUS_CFG_STR, 0, 65536, "",
-     "type->topic overrides, e.g. UserRegistered=USERS,OrderPlaced=ORDERS", &g_app.cfg.routes,
-     0},
+     "type->topic overrides, e.g. UserRegistered=USERS,OrderPlaced=ORDERS", &g_app.cfg.routes, 0},
     {"log-level", "EVENTBUS_LOG_LEVEL", EVBUS_CFG_STR, 4, 5, "info", "debug, info, warn or error",
      &g_app.cfg.log_level, 0},
     {"log-format", "EVENTBUS_LOG_FORMAT", EVBUS_CFG_STR, 4, 4, "json",
@@ -53,11 +52,11 @@ static void ready(evbus_req_t *req, void *ud)
     evbus_store_pool_put(app->pool, db);
     int writer_ok = eb_writer_healthy(app->writer);
     int ok = db_ok && writer_ok && !evbus_http_stopping(req);
-    evbus_req_reply_json(
-        req, ok ? 200 : 503,
-        json_pack("{s:s, s:{s:s, s:s, s:s}, s:I}", "status", ok ? "up" : "down", "checks",
-                  "database", db_ok ? "up" : "down", "writer", writer_ok ? "up" : "down",
-                  "broker", app->broker->name, "head", (json_int_t)head));
+    evbus_req_reply_json(req, ok ? 200 : 503,
+                         json_pack("{s:s, s:{s:s, s:s, s:s}, s:I}", "status", ok ? "up" : "down",
+                                   "checks", "database", db_ok ? "up" : "down", "writer",
+                                   writer_ok ? "up" : "down", "broker", app->broker->name, "head",
+                                   (json_int_t)head));
 }
 
 static int setup_routes(evbus_http_server_t *http, eb_app_t *app)
@@ -85,8 +84,8 @@ static int setup_routes(evbus_http_server_t *http, eb_app_t *app)
 int main(int argc, char **argv)
 {
     int rc = evbus_config_load(config, NCONFIG, "eventbus",
-                               "the evbus event bus: publish API, durable log, subscriptions",
-                               argc, argv);
+                               "the evbus event bus: publish API, durable log, subscriptions", argc,
+                               argv);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     int lvl = evbus_log_level_parse(g_app.cfg.log_level);
@@ -142,8 +141,7 @@ int main(int argc, char **argv)
 
     int sig = 0;
     sigwait(&sigs, &sig);
-    evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                 NULL);
+    evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     evbus_http_server_quiesce(http);
     eb_waiters_close(app->waiters); /* parked polls answer now */
     eb_writer_stop(app->writer);    /* queued publishes commit and answer */

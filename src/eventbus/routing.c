@@ -81,9 +81,10 @@ int eb_route(const eb_routes_t *r, const char *type, char *out, size_t len)
     size_t o = 0;
     for (size_t i = 0; type[i]; i++) {
         unsigned char c = (unsigned char)type[i];
-        int boundary = i > 0 && isupper(c) &&
-                       (islower((unsigned char)type[i - 1]) || isdigit((unsigned char)type[i - 1]) ||
-                        (isupper((unsigned char)type[i - 1]) && islower((unsigned char)type[i + 1])));
+        int boundary =
+            i > 0 && isupper(c) &&
+            (islower((unsigned char)type[i - 1]) || isdigit((unsigned char)type[i - 1]) ||
+             (isupper((unsigned char)type[i - 1]) && islower((unsigned char)type[i + 1])));
         if (boundary && o && out[o - 1] != '_') {
             if (o + 1 >= len)
                 return -1;

@@ -66,8 +66,9 @@ static evbus_err_t sub_load(evbus_store_t *db, const char *name, sub_t *s)
     if (rc == EVBUS_STEP_ROW)
         sub_from_row(st, s);
     evbus_stmt_done(st);
-    return rc == EVBUS_STEP_ROW ? EVBUS_ERR_OK : rc == EVBUS_STEP_DONE ? EVBUS_ERR_NOTFOUND
-                                                                       : EVBUS_ERR_DB;
+    return rc == EVBUS_STEP_ROW    ? EVBUS_ERR_OK
+           : rc == EVBUS_STEP_DONE ? EVBUS_ERR_NOTFOUND
+                                   : EVBUS_ERR_DB;
 }
 
 static json_t *sub_json(eb_app_t *app, evbus_store_t *db, const sub_t *s)
@@ -77,8 +78,8 @@ static json_t *sub_json(eb_app_t *app, evbus_store_t *db, const sub_t *s)
     int64_t head = 0;
     app->broker->head(db, &head);
     return json_pack("{s:s, s:s, s:O?, s:s, s:I, s:I, s:s}", "name", s->name, "topic", s->topic,
-                     "types", s->types, "mode", s->mode, "position", (json_int_t)s->cursor,
-                     "head", (json_int_t)head, "createdAt", created);
+                     "types", s->types, "mode", s->mode, "position", (json_int_t)s->cursor, "head",
+                     (json_int_t)head, "createdAt", created);
 }
 
 static void db_unavailable(evbus_req_t *req)
@@ -122,8 +123,7 @@ static json_t *parse_definition(json_t *body, sub_t *s, int *from_earliest)
     }
     const char *key;
     json_t *v;
-    json_object_foreach(body, key, v)
-    {
+    json_object_foreach (body, key, v) {
         if (strcmp(key, "name") && strcmp(key, "topic") && strcmp(key, "types") &&
             strcmp(key, "mode") && strcmp(key, "from"))
             add_error(errors, key, "unknown member");
@@ -144,8 +144,11 @@ static json_t *parse_definition(json_t *body, sub_t *s, int *from_earliest)
         json_t *t;
         int ok = json_is_array(types) && json_array_size(types) > 0 &&
                  json_array_size(types) <= MAX_TYPES;
-        json_array_foreach(types, i, t) if (!json_is_string(t) || json_string_length(t) == 0 ||
-                                            json_string_length(t) > EVBUS_CE_MAX_TYPE) ok = 0;
+        json_array_foreach (types, i, t) {
+            if (!json_is_string(t) || json_string_length(t) == 0 ||
+                json_string_length(t) > EVBUS_CE_MAX_TYPE)
+                ok = 0;
+        }
         if (!ok)
             add_error(errors, "types", "must be a list of 1..32 event types");
         else
@@ -484,7 +487,8 @@ void eb_subs_ack(evbus_req_t *req, void *ud)
     else if (changed == 0)
         not_found(req, name);
     else
-        evbus_req_reply_json(req, 200, json_pack("{s:s, s:I}", "subscription", s.name,
-                                                 "position", (json_int_t)s.cursor));
+        evbus_req_reply_json(
+            req, 200,
+            json_pack("{s:s, s:I}", "subscription", s.name, "position", (json_int_t)s.cursor));
     sub_clear(&s);
 }

@@ -118,8 +118,9 @@ static size_t after_commit(eb_job_t *jobs, const char **topics)
             if (evbus_log_enabled(EVBUS_LOG_INFO)) {
                 evbus_log_set_correlation(it->correlation);
                 evbus_log_set_event(it->id);
-                evbus_log_kv(EVBUS_LOG_INFO, it->created ? "event stored" : "duplicate event ignored",
-                             "type", it->type, "topic", it->topic, NULL);
+                evbus_log_kv(EVBUS_LOG_INFO,
+                             it->created ? "event stored" : "duplicate event ignored", "type",
+                             it->type, "topic", it->topic, NULL);
             }
             if (!it->created)
                 continue;

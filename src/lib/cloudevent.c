@@ -62,8 +62,7 @@ static evbus_err_t check_str(json_t *root, const char *name, int required, size_
     const char *s = json_string_value(v);
     if (len == 0 || len > max || strlen(s) != len || has_ctl(s)) {
         snprintf(msg, sizeof msg,
-                 "attribute '%s' must be 1..%zu characters without control characters", name,
-                 max);
+                 "attribute '%s' must be 1..%zu characters without control characters", name, max);
         return fail(err, name, msg);
     }
     return EVBUS_ERR_OK;
@@ -108,8 +107,7 @@ static evbus_err_t validate(json_t *root, evbus_ce_error_t *err)
     }
     const char *key;
     json_t *val;
-    json_object_foreach(root, key, val)
-    {
+    json_object_foreach (root, key, val) {
         if (strcmp(key, "data") == 0 || strcmp(key, "data_base64") == 0)
             continue;
         if (!attr_name_ok(key)) {

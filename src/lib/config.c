@@ -26,8 +26,7 @@ static int set_value(const evbus_cfg_t *e, const char *v, const char *origin)
         else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0)
             n = 0;
         else {
-            fprintf(stderr, "config: %s (%s) must be true or false, got '%s'\n", e->env, origin,
-                    v);
+            fprintf(stderr, "config: %s (%s) must be true or false, got '%s'\n", e->env, origin, v);
             return -1;
         }
         *(int64_t *)e->target = n;
@@ -55,15 +54,18 @@ void evbus_config_help(const evbus_cfg_t *tab, size_t n, const char *prog, const
            prog, about, prog);
     for (size_t i = 0; i < n; i++) {
         const evbus_cfg_t *e = &tab[i];
-        const char *type = e->type == EVBUS_CFG_INT ? "int" : e->type == EVBUS_CFG_BOOL ? "bool"
-                                                                                       : "string";
+        const char *type = e->type == EVBUS_CFG_INT    ? "int"
+                           : e->type == EVBUS_CFG_BOOL ? "bool"
+                                                       : "string";
         printf("  --%-22s %-28s %s\n", e->flag, e->env, e->help);
         if (e->type == EVBUS_CFG_INT)
             printf("  %-53s %s in [%lld, %lld], default %s\n", "", type, (long long)e->min,
                    (long long)e->max, e->def);
         else
             printf("  %-53s %s, default %s\n", "", type,
-                   e->secret ? "(secret)" : e->def ? (*e->def ? e->def : "(empty)") : "(required)");
+                   e->secret ? "(secret)"
+                   : e->def  ? (*e->def ? e->def : "(empty)")
+                             : "(required)");
     }
     printf("  --help                 print this text\n");
 }

@@ -51,12 +51,11 @@ static int nap(evbus_consumer_t *c, int64_t ms)
 }
 
 static evbus_err_t call(evbus_consumer_t *c, evbus_http_client_t *http, const char *method,
-                        const char *url, const char *body, long timeout_ms,
-                        evbus_http_resp_t *resp)
+                        const char *url, const char *body, long timeout_ms, evbus_http_resp_t *resp)
 {
     const char *headers[3] = {"Content-Type: application/json", c->auth_header, NULL};
-    return evbus_http_request(http, method, url, headers, body, body ? strlen(body) : 0,
-                              timeout_ms, resp);
+    return evbus_http_request(http, method, url, headers, body, body ? strlen(body) : 0, timeout_ms,
+                              resp);
 }
 
 /* Creates the subscription; an existing one with the same definition is fine. */
@@ -71,7 +70,10 @@ static int ensure_subscription(evbus_consumer_t *c, evbus_http_client_t *http)
     int ok = rc == EVBUS_ERR_OK && (resp.status == 200 || resp.status == 201);
     if (!ok)
         evbus_log_kv(EVBUS_LOG_WARN, "consumer: cannot create subscription", "subscription",
-                     c->name, "detail", rc ? evbus_strerror(rc) : resp.body ? resp.body : "",
+                     c->name, "detail",
+                     rc          ? evbus_strerror(rc)
+                     : resp.body ? resp.body
+                                 : "",
                      NULL);
     evbus_http_resp_clear(&resp);
     return ok;
@@ -84,8 +86,8 @@ static int apply(evbus_consumer_t *c, json_t *obj)
     evbus_event_t *ev = NULL;
     evbus_ce_error_t cerr;
     if (evbus_event_from_json(obj, &ev, &cerr) != EVBUS_ERR_OK) {
-        evbus_log_kv(EVBUS_LOG_ERROR, "consumer: skipping an invalid event", "detail",
-                     cerr.message, NULL);
+        evbus_log_kv(EVBUS_LOG_ERROR, "consumer: skipping an invalid event", "detail", cerr.message,
+                     NULL);
         return 0;
     }
     evbus_log_set_correlation(evbus_event_correlation(ev));
@@ -126,7 +128,10 @@ static int poll_once(evbus_consumer_t *c, evbus_http_client_t *http)
     if (rc != EVBUS_ERR_OK || resp.status != 200) {
         int gone = rc == EVBUS_ERR_OK && resp.status == 404;
         evbus_log_kv(EVBUS_LOG_WARN, "consumer: poll failed", "detail",
-                     rc ? evbus_strerror(rc) : resp.body ? resp.body : "", NULL);
+                     rc          ? evbus_strerror(rc)
+                     : resp.body ? resp.body
+                                 : "",
+                     NULL);
         evbus_http_resp_clear(&resp);
         return gone ? -2 : -1;
     }
@@ -142,8 +147,7 @@ static int poll_once(evbus_consumer_t *c, evbus_http_client_t *http)
     size_t i;
     json_t *item;
     int result = 0;
-    json_array_foreach(events, i, item)
-    {
+    json_array_foreach (events, i, item) {
         if (apply(c, json_object_get(item, "event"))) {
             json_decref(root);
             return 1;
@@ -158,8 +162,7 @@ static int poll_once(evbus_consumer_t *c, evbus_http_client_t *http)
         if (rc == EVBUS_ERR_OK && resp.status == 200) {
             c->acked = pos;
         } else {
-            evbus_log_kv(EVBUS_LOG_WARN, "consumer: ack failed (events will be redelivered)",
-                         NULL);
+            evbus_log_kv(EVBUS_LOG_WARN, "consumer: ack failed (events will be redelivered)", NULL);
             result = -1;
         }
         evbus_http_resp_clear(&resp);
@@ -181,8 +184,7 @@ static void *consumer_main(void *arg)
         if (!have_sub) {
             have_sub = ensure_subscription(c, http);
             if (have_sub)
-                evbus_log_kv(EVBUS_LOG_INFO, "consumer: subscribed", "subscription", c->name,
-                             NULL);
+                evbus_log_kv(EVBUS_LOG_INFO, "consumer: subscribed", "subscription", c->name, NULL);
         }
         int rc = have_sub ? poll_once(c, http) : -1;
         if (rc == 1)

@@ -33,7 +33,7 @@ struct evbus_req {
     struct MHD_Connection *conn;
     const char *method, *path;
     char *body;
-    size_t body_len, body_cap;
+    size_t body_len, body_cap, discarded;
     int too_big, routed, route_status, suspended, queued;
     char allow[64];
     evbus_route_match_t match;
@@ -152,16 +152,16 @@ void evbus_req_problem(evbus_req_t *r, unsigned status, const char *slug, const 
 {
     char type[96];
     snprintf(type, sizeof type, "urn:evbus:problem:%s", slug);
-    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title", title,
-                          "status", (int)status, "detail", detail ? detail : title, "instance",
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title", title, "status",
+                          (int)status, "detail", detail ? detail : title, "instance",
                           r->path ? r->path : "/", "correlationId", r->correlation);
     if (p && errors)
         json_object_set_new(p, "errors", errors);
     else
         json_decref(errors);
     if (status >= 500)
-        evbus_log_kv(EVBUS_LOG_WARN, "request failed", "path", r->path, "problem", slug,
-                     "detail", detail ? detail : title, NULL);
+        evbus_log_kv(EVBUS_LOG_WARN, "request failed", "path", r->path, "problem", slug, "detail",
+                     detail ? detail : title, NULL);
     reply_dump(r, status, "application/problem+json", p);
 }
 
@@ -242,9 +242,8 @@ static void dispatch(evbus_req_t *r)
     evbus_log_set_correlation(r->correlation);
     if (!r->routed) {
         r->routed = 1;
-        r->route_status =
-            evbus_router_match(r->srv->router, r->method, r->path, &r->match, r->allow,
-                               sizeof r->allow);
+        r->route_status = evbus_router_match(r->srv->router, r->method, r->path, &r->match,
+                                             r->allow, sizeof r->allow);
     }
     if (r->too_big) {
         char detail[128];
@@ -271,9 +270,8 @@ static void dispatch(evbus_req_t *r)
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     evbus_http_server_t *s = cls;
@@ -290,9 +288,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         take_context(r);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         int64_t n;
-        if (cl && evbus_parse_i64(cl, 0, INT64_MAX, &n) == 0 && (uint64_t)n > s->opts.max_body)
-            r->too_big = 1;
         *con_cls = r;
+        if (cl && evbus_parse_i64(cl, 0, INT64_MAX, &n) == 0 && (uint64_t)n > s->opts.max_body) {
+            /* refuse before reading the body; libmicrohttpd closes the connection after */
+            r->too_big = 1;
+            dispatch(r);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -307,9 +308,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             r->body_len = 0;
         }
         if (r->too_big) {
-            /* answer now: the connection closes after the 413, the rest is not read */
-            dispatch(r);
-            return MHD_YES;
+            /* discard the rest, the 413 goes out once the upload ends; a body that keeps
+             * coming long past the limit gets its connection closed instead */
+            r->discarded += n;
+            return r->discarded > 8 * s->opts.max_body ? MHD_NO : MHD_YES;
         }
         if (r->body_len + n + 1 > r->body_cap) {
             size_t cap = r->body_cap ? r->body_cap : 1024;
@@ -393,18 +395,17 @@ int evbus_http_server_start(evbus_http_server_t *s)
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)s->opts.port);
     if (inet_pton(AF_INET, s->opts.host, &addr.sin_addr) != 1) {
-        evbus_log_error("invalid listen address '%s' (an IPv4 address is expected)",
-                        s->opts.host);
+        evbus_log_error("invalid listen address '%s' (an IPv4 address is expected)", s->opts.host);
         return -1;
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)s->opts.port, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, &addr,
         MHD_OPTION_THREAD_POOL_SIZE, s->opts.threads ? s->opts.threads : 2,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, s->opts.max_header_bytes,
-        MHD_OPTION_CONNECTION_LIMIT, s->opts.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        s->opts.conn_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, s->opts.max_header_bytes, MHD_OPTION_CONNECTION_LIMIT,
+        s->opts.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, s->opts.conn_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+        MHD_OPTION_END);
     if (!s->daemon) {
         evbus_log_error("cannot listen on %s:%d", s->opts.host, s->opts.port);
         return -1;

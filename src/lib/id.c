@@ -47,8 +47,7 @@ void evbus_uuid7_at(int64_t ms, char out[EVBUS_UUID_STRLEN])
 
     char h[32];
     hex(b, 16, h);
-    snprintf(out, EVBUS_UUID_STRLEN, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16,
-             h + 20);
+    snprintf(out, EVBUS_UUID_STRLEN, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 
 void evbus_uuid7(char out[EVBUS_UUID_STRLEN])

@@ -69,7 +69,9 @@ evbus_err_t evbus_outbox_append(evbus_store_t *st, const evbus_event_t *ev)
         evbus_stmt_bind_int64(s, 5, evbus_now_ms());
         int constraint;
         int step = evbus_stmt_step(s, &constraint);
-        rc = step == EVBUS_STEP_DONE ? EVBUS_ERR_OK : constraint ? EVBUS_ERR_CONFLICT : EVBUS_ERR_DB;
+        rc = step == EVBUS_STEP_DONE ? EVBUS_ERR_OK
+             : constraint            ? EVBUS_ERR_CONFLICT
+                                     : EVBUS_ERR_DB;
         evbus_stmt_done(s);
     }
     free(payload);
@@ -139,8 +141,7 @@ static evbus_err_t load_batch(evbus_store_t *st, unsigned limit, batch_t *b)
     return rc == EVBUS_STEP_DONE ? EVBUS_ERR_OK : EVBUS_ERR_DB;
 }
 
-static evbus_err_t mark(evbus_store_t *st, const batch_t *b, const char *status,
-                        const char *error)
+static evbus_err_t mark(evbus_store_t *st, const batch_t *b, const char *status, const char *error)
 {
     if (evbus_store_begin(st) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
@@ -196,15 +197,15 @@ static int wait_for(evbus_relay_t *r, int64_t ms)
 }
 
 /* Outcome of one send: 0 published, 1 retry later, 2 rejected as invalid. */
-static int send_batch(evbus_relay_t *r, evbus_http_client_t *http, const batch_t *b,
-                      char *err, size_t errlen)
+static int send_batch(evbus_relay_t *r, evbus_http_client_t *http, const batch_t *b, char *err,
+                      size_t errlen)
 {
     const char *headers[3] = {"Content-Type: application/cloudevents-batch+json", NULL, NULL};
     if (r->auth_header)
         headers[1] = r->auth_header;
     evbus_http_resp_t resp;
-    evbus_err_t rc = evbus_http_request(http, "POST", r->url, headers, b->body, b->len,
-                                        r->o.timeout_ms, &resp);
+    evbus_err_t rc =
+        evbus_http_request(http, "POST", r->url, headers, b->body, b->len, r->o.timeout_ms, &resp);
     int outcome;
     if (rc != EVBUS_ERR_OK) {
         snprintf(err, errlen, "eventbus unreachable: %s", evbus_strerror(rc));

@@ -68,8 +68,7 @@ static int split(char *buf, char **seg, int max)
     return n;
 }
 
-int evbus_router_add(evbus_router_t *r, const char *method, const char *pattern, void *fn,
-                     void *ud)
+int evbus_router_add(evbus_router_t *r, const char *method, const char *pattern, void *fn, void *ud)
 {
     char buf[512];
     char *seg[MAX_SEGMENTS];

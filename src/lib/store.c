@@ -63,8 +63,8 @@ evbus_stmt_t *evbus_store_prepare(evbus_store_t *st, const evbus_sql_t *sql)
     for (size_t i = 0; i < st->ncache; i++)
         if (st->cache[i].key == sql)
             return st->cache[i].stmt;
-    const char *text = sql->text[st->ops->dialect] ? sql->text[st->ops->dialect]
-                                                   : sql->text[EVBUS_DIALECT_SQLITE];
+    const char *text =
+        sql->text[st->ops->dialect] ? sql->text[st->ops->dialect] : sql->text[EVBUS_DIALECT_SQLITE];
     evbus_stmt_t *s = st->ops->prepare(st, text);
     if (!s) {
         evbus_log_error("store: cannot prepare statement: %s", st->ops->errmsg(st));
@@ -129,7 +129,8 @@ static const evbus_sql_t SQL_SCHEMA_TABLE = {{
     "CREATE TABLE IF NOT EXISTS evbus_schema (component TEXT PRIMARY KEY, "
     "version INTEGER NOT NULL)",
 }};
-static const evbus_sql_t SQL_SCHEMA_GET = {{"SELECT version FROM evbus_schema WHERE component = ?"}};
+static const evbus_sql_t SQL_SCHEMA_GET = {
+    {"SELECT version FROM evbus_schema WHERE component = ?"}};
 static const evbus_sql_t SQL_SCHEMA_SET = {{
     "INSERT INTO evbus_schema (component, version) VALUES (?, ?) "
     "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
@@ -167,7 +168,7 @@ evbus_err_t evbus_store_migrate(evbus_store_t *st, const char *component,
             rc = EVBUS_ERR_CONFLICT;
         } else if (m[i].version > cur) {
             const char *text = m[i].sql.text[st->ops->dialect] ? m[i].sql.text[st->ops->dialect]
-                                                                : m[i].sql.text[0];
+                                                               : m[i].sql.text[0];
             evbus_stmt_t *s;
             if (evbus_store_exec(st, text) != EVBUS_ERR_OK ||
                 !(s = evbus_store_prepare(st, &SQL_SCHEMA_SET))) {

@@ -36,9 +36,8 @@ static const char *sq_errmsg(const evbus_store_t *st)
 
 static evbus_err_t sq_exec(evbus_store_t *st, const char *sql)
 {
-    return sqlite3_exec(((sq_store_t *)st)->db, sql, NULL, NULL, NULL) == SQLITE_OK
-               ? EVBUS_ERR_OK
-               : EVBUS_ERR_DB;
+    return sqlite3_exec(((sq_store_t *)st)->db, sql, NULL, NULL, NULL) == SQLITE_OK ? EVBUS_ERR_OK
+                                                                                    : EVBUS_ERR_DB;
 }
 
 static evbus_err_t sq_begin(evbus_store_t *st)

@@ -21,8 +21,8 @@ static const evbus_cfg_t config[] = {
      "base URL of the eventbus to consume from", &g_app.cfg.eventbus_url, 0},
     {"subscription", "USERS_SUBSCRIPTION", EVBUS_CFG_STR, 1, 64, "user-service",
      "name of this service's subscription", &g_app.cfg.subscription, 0},
-    {"poll-wait", "USERS_POLL_WAIT_S", EVBUS_CFG_INT, 1, 60, "30",
-     "long-poll wait in seconds", &g_app.cfg.poll_wait, 0},
+    {"poll-wait", "USERS_POLL_WAIT_S", EVBUS_CFG_INT, 1, 60, "30", "long-poll wait in seconds",
+     &g_app.cfg.poll_wait, 0},
     {"poll-max", "USERS_POLL_MAX", EVBUS_CFG_INT, 1, 1000, "100", "events per poll at most",
      &g_app.cfg.poll_max, 0},
     {"threads", "USERS_THREADS", EVBUS_CFG_INT, 1, 64, "2", "HTTP worker threads",
@@ -55,16 +55,16 @@ static void ready(evbus_req_t *req, void *ud)
     evbus_store_pool_put(app->pool, db);
     int consumer_ok = evbus_consumer_healthy(g_consumer);
     evbus_req_reply_json(req, db_ok ? 200 : 503,
-                         json_pack("{s:s, s:{s:s, s:s}}", "status", db_ok ? "up" : "down",
-                                   "checks", "database", db_ok ? "up" : "down", "consumer",
+                         json_pack("{s:s, s:{s:s, s:s}}", "status", db_ok ? "up" : "down", "checks",
+                                   "database", db_ok ? "up" : "down", "consumer",
                                    consumer_ok ? "up" : "waiting for eventbus"));
 }
 
 int main(int argc, char **argv)
 {
-    int rc = evbus_config_load(config, NCONFIG, "user-service",
-                               "evbus user service: profiles from UserRegistered events", argc,
-                               argv);
+    int rc =
+        evbus_config_load(config, NCONFIG, "user-service",
+                          "evbus user service: profiles from UserRegistered events", argc, argv);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     int lvl = evbus_log_level_parse(g_app.cfg.log_level);
@@ -121,8 +121,7 @@ int main(int argc, char **argv)
                  app->cfg.db, "eventbus", app->cfg.eventbus_url, NULL);
     int sig = 0;
     sigwait(&sigs, &sig);
-    evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                 NULL);
+    evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     exit_code = 0;
 out:
     evbus_http_server_free(http);

@@ -47,8 +47,7 @@ static evbus_err_t insert_profile(evbus_store_t *db, const evbus_event_t *ev, js
     const char *name = json_string_value(json_object_get(data, "displayName"));
     const char *reg = json_string_value(json_object_get(data, "registeredAt"));
     if (!evbus_uuid_valid(uid) || !email || !name) {
-        evbus_log_kv(EVBUS_LOG_ERROR, "UserRegistered without userId, email or displayName",
-                     NULL);
+        evbus_log_kv(EVBUS_LOG_ERROR, "UserRegistered without userId, email or displayName", NULL);
         return EVBUS_ERR_INVALID;
     }
     evbus_stmt_t *s = evbus_store_prepare(db, &SQL_INSERT);
@@ -67,8 +66,8 @@ static evbus_err_t insert_profile(evbus_store_t *db, const evbus_event_t *ev, js
     evbus_stmt_done(s);
     if (rc != EVBUS_STEP_DONE)
         return EVBUS_ERR_DB;
-    evbus_log_kv(EVBUS_LOG_INFO, changed ? "profile created" : "profile already exists",
-                 "user_id", uid, NULL);
+    evbus_log_kv(EVBUS_LOG_INFO, changed ? "profile created" : "profile already exists", "user_id",
+                 uid, NULL);
     return EVBUS_ERR_OK;
 }
 
@@ -77,8 +76,7 @@ evbus_err_t users_apply(const evbus_event_t *ev, void *ud)
     users_app_t *app = ud;
     evbus_store_t *db = app->apply_db;
     if (strcmp(evbus_event_type(ev), "UserRegistered") != 0) {
-        evbus_log_kv(EVBUS_LOG_DEBUG, "event type not handled", "type", evbus_event_type(ev),
-                     NULL);
+        evbus_log_kv(EVBUS_LOG_DEBUG, "event type not handled", "type", evbus_event_type(ev), NULL);
         return EVBUS_ERR_OK;
     }
     json_t *data = evbus_event_data(ev);
@@ -97,8 +95,7 @@ evbus_err_t users_apply(const evbus_event_t *ev, void *ud)
     if (evbus_store_commit(db) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
     if (fresh == 0)
-        evbus_log_kv(EVBUS_LOG_INFO, "duplicate event skipped", "type", evbus_event_type(ev),
-                     NULL);
+        evbus_log_kv(EVBUS_LOG_INFO, "duplicate event skipped", "type", evbus_event_type(ev), NULL);
     return EVBUS_ERR_OK;
 }
 
@@ -127,8 +124,7 @@ void users_get(evbus_req_t *req, void *ud)
                                 "displayName", evbus_stmt_text(s, 2), "status",
                                 evbus_stmt_text(s, 3), "role", evbus_stmt_text(s, 4),
                                 "isEmailVerified", (int)evbus_stmt_int64(s, 5), "registeredAt",
-                                evbus_stmt_text(s, 6), "createdAt", created, "updatedAt",
-                                updated);
+                                evbus_stmt_text(s, 6), "createdAt", created, "updatedAt", updated);
         }
         evbus_stmt_done(s);
     }

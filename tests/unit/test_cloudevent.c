@@ -53,9 +53,9 @@ static void rejects_bad_events(void **state)
     expect_invalid("{\"specversion\":\"1.0\",\"id\":1,\"source\":\"s\",\"type\":\"t\"}", "id");
     expect_invalid("{\"specversion\":\"1.0\",\"id\":\"1\",\"type\":\"t\"}", "source");
     expect_invalid("{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"s\"}", "type");
-    expect_invalid(
-        "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"s\",\"type\":\"t\",\"time\":\"yesterday\"}",
-        "time");
+    expect_invalid("{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"s\",\"type\":\"t\",\"time\":"
+                   "\"yesterday\"}",
+                   "time");
     expect_invalid(
         "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"s\",\"type\":\"t\",\"Bad_Name\":\"x\"}",
         "Bad_Name");

@@ -40,7 +40,8 @@ static void traceparent(void **state)
     char tp[56];
     evbus_traceparent_new(tp);
     assert_true(evbus_traceparent_valid(tp));
-    assert_false(evbus_traceparent_valid("00-00000000000000000000000000000000-0000000000000000-01"));
+    assert_false(
+        evbus_traceparent_valid("00-00000000000000000000000000000000-0000000000000000-01"));
     assert_false(evbus_traceparent_valid("00-abc"));
     assert_false(evbus_uuid_valid("not-a-uuid"));
 }

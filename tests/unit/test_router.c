@@ -26,21 +26,24 @@ static void matches(void **state)
     assert_ptr_equal(m.fn, &a);
     assert_int_equal(evbus_router_match(r, "GET", "/api/subscriptions/", &m, allow, sizeof allow),
                      200);
-    assert_int_equal(evbus_router_match(r, "GET", "/api/subscriptions/users", &m, allow, sizeof allow),
-                     200);
+    assert_int_equal(
+        evbus_router_match(r, "GET", "/api/subscriptions/users", &m, allow, sizeof allow), 200);
     assert_ptr_equal(m.fn, &b);
     assert_int_equal(m.nparams, 1);
     assert_string_equal(m.names[0], "name");
     assert_string_equal(m.values[0], "users");
     assert_int_equal(
-        evbus_router_match(r, "GET", "/api/subscriptions/users/events", &m, allow, sizeof allow), 200);
+        evbus_router_match(r, "GET", "/api/subscriptions/users/events", &m, allow, sizeof allow),
+        200);
     assert_string_equal(m.values[0], "users");
-    assert_int_equal(evbus_router_match(r, "POST", "/api/subscriptions/users", &m, allow, sizeof allow),
-                     405);
+    assert_int_equal(
+        evbus_router_match(r, "POST", "/api/subscriptions/users", &m, allow, sizeof allow), 405);
     assert_string_equal(allow, "GET, DELETE");
-    assert_int_equal(evbus_router_match(r, "HEAD", "/api/subscriptions", &m, allow, sizeof allow), 200);
+    assert_int_equal(evbus_router_match(r, "HEAD", "/api/subscriptions", &m, allow, sizeof allow),
+                     200);
     assert_int_equal(evbus_router_match(r, "GET", "/api/nothing", &m, allow, sizeof allow), 404);
-    assert_int_equal(evbus_router_match(r, "GET", "/api//subscriptions", &m, allow, sizeof allow), 404);
+    assert_int_equal(evbus_router_match(r, "GET", "/api//subscriptions", &m, allow, sizeof allow),
+                     404);
     assert_int_equal(evbus_router_match(r, "GET", "relative", &m, allow, sizeof allow), 404);
     char longp[2000];
     memset(longp, 'x', sizeof longp - 1);

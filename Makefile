@@ -1,0 +1,56 @@
+# The two commands a newcomer needs are `make run` and `make test`; both install
+# what is missing (scripts/deps.sh) and build first.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 20
+JOBS       ?= $(shell nproc)
+SOURCES    := $(shell find include src tests/unit fuzz -name '*.[ch]' 2>/dev/null)
+
+.PHONY: all deps build asan run test unit system format format-check fuzz fuzz-smoke bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DEVBUS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+run: build
+	@scripts/run.sh $(BUILD)
+
+# Every test: format, both builds warning-free, unit and system tests under
+# ASan+UBSan, and a short run of each fuzzer over its corpus.
+test: format-check build asan unit system fuzz-smoke
+
+unit: asan
+	@cd $(ASAN_BUILD) && ctest --output-on-failure
+
+system: asan
+	@EVBUS_BIN_DIR=$(abspath $(ASAN_BUILD)) scripts/pytest.sh tests/system -q
+
+format:
+	@clang-format -i $(SOURCES)
+
+format-check: deps
+	@clang-format --dry-run -Werror $(SOURCES) && echo "format: ok"
+
+fuzz: deps
+	@cmake -S . -B $(FUZZ_BUILD) -DEVBUS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_cloudevent fuzz_router
+
+fuzz-smoke: fuzz
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+bench: build
+	@scripts/pytest.sh --version >/dev/null
+	@EVBUS_BIN_DIR=$(abspath $(BUILD)) python3 bench/e2e_latency.py
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs eventbus, auth-service and user-service in the foreground with readable logs.
+# Data lives in $EVBUS_DATA_DIR (default ./data) and survives restarts. Ctrl-C stops all.
+set -euo pipefail
+BUILD=${1:-build}
+DATA=${EVBUS_DATA_DIR:-data}
+mkdir -p "$DATA"
+
+export EVENTBUS_PORT=${EVENTBUS_PORT:-5020} AUTH_PORT=${AUTH_PORT:-5000} USERS_PORT=${USERS_PORT:-5008}
+export EVENTBUS_DB=${EVENTBUS_DB:-$DATA/eventbus.db} AUTH_DB=${AUTH_DB:-$DATA/auth.db} USERS_DB=${USERS_DB:-$DATA/users.db}
+export AUTH_EVENTBUS_URL=${AUTH_EVENTBUS_URL:-http://127.0.0.1:$EVENTBUS_PORT}
+export USERS_EVENTBUS_URL=${USERS_EVENTBUS_URL:-http://127.0.0.1:$EVENTBUS_PORT}
+export EVENTBUS_LOG_FORMAT=${EVENTBUS_LOG_FORMAT:-text} AUTH_LOG_FORMAT=${AUTH_LOG_FORMAT:-text} USERS_LOG_FORMAT=${USERS_LOG_FORMAT:-text}
+
+pids=()
+stop() {
+  trap - INT TERM
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap 'stop; exit 0' INT TERM
+
+"$BUILD/eventbus" & pids+=($!)
+"$BUILD/auth-service" & pids+=($!)
+"$BUILD/user-service" & pids+=($!)
+
+for port in "$EVENTBUS_PORT" "$AUTH_PORT" "$USERS_PORT"; do
+  for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$port/health/live" >/dev/null && break
+    sleep 0.1
+  done
+done
+
+cat <<MSG
+
+  evbus is running (data in $DATA; Ctrl-C stops everything)
+    eventbus      http://127.0.0.1:$EVENTBUS_PORT
+    auth-service  http://127.0.0.1:$AUTH_PORT
+    user-service  http://127.0.0.1:$USERS_PORT
+
+  Register a user, then read the profile it produced:
+    id=\$(curl -s -X POST http://127.0.0.1:$AUTH_PORT/api/auth/register -H 'Content-Type: application/json' \\
+         -d '{"email":"ada@example.com","password":"correct horse battery","displayName":"Ada"}' \\
+         | sed -n 's/.*"userId":"\\([^"]*\\)".*/\\1/p')
+    curl -s http://127.0.0.1:$USERS_PORT/api/users/\$id
+
+MSG
+
+# if any service exits, stop the others and report it
+set +e
+wait -n "${pids[@]}"
+code=$?
+stop
+exit "$code"

@@ -1,0 +1,221 @@
+"""Starts the real evbus binaries on free loopback ports and talks HTTP to them.
+
+Every service is started with port 0 and reports the port it bound in its
+"listening" log line; logs go to files in the test's temporary directory so a
+test can read them (correlation ids) and the harness can check them for
+sanitizer reports when the service stops.
+"""
+import http.client
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN_DIR = os.environ.get("EVBUS_BIN_DIR", os.path.join(ROOT, "build-asan"))
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
+
+
+def wait_until(predicate, timeout=10.0, interval=0.01, what="condition"):
+    """Polls predicate until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self):
+        return json.loads(self.body) if self.body else None
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+def request(port, method, path, body=None, headers=None, timeout=30.0, raw=None):
+    """One HTTP request on a fresh connection; body is JSON-encoded unless raw bytes given."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    hdrs = dict(headers or {})
+    data = raw
+    if body is not None and raw is None:
+        data = json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        return Response(resp.status, resp.getheaders(), resp.read())
+    finally:
+        conn.close()
+
+
+class Service:
+    """One running binary with its log file."""
+
+    def __init__(self, name, binary, workdir, env):
+        self.name = name
+        self.binary = binary
+        self.workdir = workdir
+        self.env = env
+        self.proc = None
+        self.port = None
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.starts = 0
+
+    def start(self, port=0, timeout=20.0):
+        env = dict(os.environ)
+        env.update(self.env)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        log = open(self.log_path, "ab")
+        self.offset = log.tell()
+        self.proc = subprocess.Popen([os.path.join(BIN_DIR, self.binary), f"--port={port}"],
+                                     cwd=self.workdir, env=env, stdout=log, stderr=log)
+        log.close()
+        self.starts += 1
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            for line in self.lines(since_start=True):
+                if line.get("msg") == "listening":
+                    return int(line["port"])
+            return None
+
+        self.port = wait_until(listening, timeout, what=f"{self.name} to listen")
+        return self
+
+    def lines(self, since_start=False):
+        """The service's JSON log lines (non-JSON lines, e.g. sanitizer output, skipped)."""
+        out = []
+        with open(self.log_path, "rb") as f:
+            if since_start:
+                f.seek(self.offset)
+            for raw in f:
+                try:
+                    out.append(json.loads(raw))
+                except ValueError:
+                    pass
+        return out
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def log_tail(self, n=40):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def check_sanitizers(self):
+        text = self.log_text()
+        for marker in SANITIZER_MARKERS:
+            assert marker not in text, f"{self.name} sanitizer report:\n{self.log_tail(80)}"
+
+    def stop(self, timeout=20.0):
+        """SIGTERM and a clean exit (code 0, no sanitizer report) are both required."""
+        if not self.proc or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"{self.name} did not stop on SIGTERM:\n{self.log_tail()}")
+        self.check_sanitizers()
+        assert code == 0, f"{self.name} exited with {code}:\n{self.log_tail()}"
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def restart(self):
+        """Starts again on the same port."""
+        return self.start(port=self.port)
+
+    def get(self, path, **kw):
+        return request(self.port, "GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return request(self.port, "POST", path, body=body, **kw)
+
+    def delete(self, path, **kw):
+        return request(self.port, "DELETE", path, **kw)
+
+
+class Stack:
+    """eventbus + auth-service + user-service in one temporary directory."""
+
+    def __init__(self, workdir, users=True, auth=True):
+        self.workdir = workdir
+        common = {"EVENTBUS_LOG_LEVEL": "info"}
+        self.eventbus = Service("eventbus", "eventbus", workdir,
+                                dict(common, EVENTBUS_DB=os.path.join(workdir, "eventbus.db")))
+        self.eventbus.start()
+        bus = f"http://127.0.0.1:{self.eventbus.port}"
+        self.auth = Service("auth", "auth-service", workdir,
+                            {"AUTH_DB": os.path.join(workdir, "auth.db"), "AUTH_EVENTBUS_URL": bus})
+        self.users = Service("users", "user-service", workdir,
+                             {"USERS_DB": os.path.join(workdir, "users.db"), "USERS_EVENTBUS_URL": bus,
+                              "USERS_POLL_WAIT_S": "5"})
+        self.services = [self.eventbus]
+        if auth:
+            self.auth.start()
+            self.services.append(self.auth)
+        if users:
+            self.users.start()
+            self.services.append(self.users)
+
+    def stop(self):
+        errors = []
+        for s in reversed(self.services):
+            try:
+                s.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+        assert not errors, "\n".join(errors)
+
+    def register(self, email=None, password="correct horse battery", name="Ada Lovelace",
+                 correlation=None):
+        headers = {"X-Correlation-ID": correlation} if correlation else {}
+        body = {"email": email or f"u{uuid.uuid4().hex[:12]}@example.com", "password": password,
+                "displayName": name}
+        return self.auth.post("/api/auth/register", body, headers=headers)
+
+    def wait_profile(self, user_id, timeout=20.0):
+        def ready():
+            r = self.users.get(f"/api/users/{user_id}")
+            return r.json if r.status == 200 else None
+
+        return wait_until(ready, timeout, what=f"profile {user_id}")
+
+
+def make_event(event_type="UserRegistered", subject=None, data=None, **extra):
+    ev = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "/tests", "type": event_type,
+          "datacontenttype": "application/json", "data": data if data is not None else {"n": 1}}
+    if subject:
+        ev["subject"] = subject
+    ev.update(extra)
+    return ev
+
+
+def sqlite_rows(path, sql, args=()):
+    import sqlite3
+    con = sqlite3.connect(path, timeout=10)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
