@@ -14,8 +14,9 @@ typedef struct {
     int64_t min, max; /* inclusive range (INT), length range (STR) */
     const char *def;  /* default as text; NULL means required for STR */
     const char *help;
-    void *target; /* int64_t* for INT and BOOL, char** (malloc'd) for STR */
-    int secret;   /* never printed */
+    void *target;        /* int64_t* for INT and BOOL, char** (malloc'd) for STR */
+    int secret;          /* never printed, never taken from a flag */
+    const char *choices; /* STR only: allowed values separated by '|', or NULL */
 } evbus_cfg_t;
 
 /* Loads every entry: default, then the environment, then --flag=value or --flag value.

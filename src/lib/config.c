@@ -8,6 +8,18 @@
 
 #include "evbus/util.h"
 
+static int is_choice(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    for (const char *p = choices; *p;) {
+        size_t len = strcspn(p, "|");
+        if (len == n && strncmp(p, v, n) == 0)
+            return 1;
+        p += len + (p[len] == '|');
+    }
+    return 0;
+}
+
 static int set_value(const evbus_cfg_t *e, const char *v, const char *origin)
 {
     int64_t n;
@@ -36,6 +48,11 @@ static int set_value(const evbus_cfg_t *e, const char *v, const char *origin)
         if ((int64_t)len < e->min || (int64_t)len > e->max) {
             fprintf(stderr, "config: %s (%s) must have %lld..%lld characters\n", e->env, origin,
                     (long long)e->min, (long long)e->max);
+            return -1;
+        }
+        if (e->choices && !is_choice(e->choices, v)) {
+            fprintf(stderr, "config: %s (%s) must be one of %s, got '%s'\n", e->env, origin,
+                    e->choices, v);
             return -1;
         }
         char **dst = e->target;
@@ -67,7 +84,7 @@ void evbus_config_help(const evbus_cfg_t *tab, size_t n, const char *prog, const
                    : e->def  ? (*e->def ? e->def : "(empty)")
                              : "(required)");
     }
-    printf("  --help                 print this text\n");
+    printf("  --%-22s print this text\n", "help");
 }
 
 int evbus_config_load(const evbus_cfg_t *tab, size_t n, const char *prog, const char *about,

@@ -1,9 +1,11 @@
 /* SQLite driver: WAL journal with synchronous=FULL, so a committed transaction survives
  * a crash of the process or the machine; writers take the lock at BEGIN (IMMEDIATE) and
  * wait on a busy timeout instead of failing. */
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "evbus/log.h"
 #include "store_impl.h"
@@ -166,8 +168,28 @@ static const evbus_store_ops_t sq_ops = {
     .done = sq_done,
 };
 
+/* Creates the directories above a database file, so a fresh data directory works. */
+static int make_parents(const char *path)
+{
+    char dir[4096];
+    if (strlen(path) >= sizeof dir)
+        return -1;
+    strcpy(dir, path);
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return 0;
+}
+
 evbus_store_t *evbus__sqlite_open(const char *path)
 {
+    if (strncmp(path, "file:", 5) != 0 && strcmp(path, ":memory:") != 0 && make_parents(path) != 0)
+        evbus_log_warn("sqlite: cannot create the directory of '%s'", path);
     sq_store_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;

@@ -10,17 +10,20 @@
 #include "evbus/config.h"
 
 static int64_t port, flag;
-static char *db;
+static char *db, *level, *secret;
 
 static const evbus_cfg_t tab[] = {
-    {"port", "T_PORT", EVBUS_CFG_INT, 1, 65535, "5020", "port", &port, 0},
-    {"db", "T_DB", EVBUS_CFG_STR, 1, 100, "x.db", "db", &db, 0},
-    {"flag", "T_FLAG", EVBUS_CFG_BOOL, 0, 1, "false", "flag", &flag, 0},
+    {"port", "T_PORT", EVBUS_CFG_INT, 1, 65535, "5020", "port", &port, 0, NULL},
+    {"db", "T_DB", EVBUS_CFG_STR, 1, 100, "x.db", "db", &db, 0, NULL},
+    {"flag", "T_FLAG", EVBUS_CFG_BOOL, 0, 1, "false", "flag", &flag, 0, NULL},
+    {"level", "T_LEVEL", EVBUS_CFG_STR, 1, 10, "info", "level", &level, 0, "debug|info|warn"},
+    {"secret", "T_SECRET", EVBUS_CFG_STR, 0, 100, "", "secret", &secret, 1, NULL},
 };
+#define N (sizeof tab / sizeof tab[0])
 
 static int load(int argc, char **argv)
 {
-    return evbus_config_load(tab, 3, "t", "test", argc, argv);
+    return evbus_config_load(tab, N, "t", "test", argc, argv);
 }
 
 static void defaults_env_flags(void **state)
@@ -42,7 +45,7 @@ static void defaults_env_flags(void **state)
     assert_int_equal(load(4, a1), 0);
     assert_int_equal(port, 7000);
     assert_string_equal(db, "y.db");
-    evbus_config_free(tab, 3);
+    evbus_config_free(tab, N);
     unsetenv("T_FLAG");
 }
 
@@ -68,9 +71,16 @@ static void rejects(void **state)
     assert_int_equal(load(1, a0), -1);
     unsetenv("T_FLAG");
     unsetenv("T_PORT");
+    char *bad_choice[] = {"t", "--level=loud"};
+    assert_int_equal(load(2, bad_choice), -1);
+    char *good_choice[] = {"t", "--level=warn"};
+    assert_int_equal(load(2, good_choice), 0);
+    assert_string_equal(level, "warn");
+    char *secret_flag[] = {"t", "--secret=hunter2"};
+    assert_int_equal(load(2, secret_flag), -1);
     char *help[] = {"t", "--help"};
     assert_int_equal(load(2, help), 1);
-    evbus_config_free(tab, 3);
+    evbus_config_free(tab, N);
 }
 
 int main(void)

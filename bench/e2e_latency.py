@@ -1,0 +1,59 @@
+"""End-to-end propagation latency: auth commit -> profile readable in user-service.
+
+Starts the three services (release build) on free loopback ports in a temporary
+directory, registers N users one after another and, for each, measures the time from
+the register response (the auth transaction has committed; Argon2id is already behind
+us) until GET /api/users/{id} answers 200. Prints p50/p90/p99/max in milliseconds.
+
+usage: EVBUS_BIN_DIR=build python3 bench/e2e_latency.py [N]
+"""
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "system"))
+from harness import Stack  # noqa: E402
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(tmp)
+        try:
+            auth = http.client.HTTPConnection("127.0.0.1", stack.auth.port)
+            users = http.client.HTTPConnection("127.0.0.1", stack.users.port)
+            lat = []
+            for i in range(n):
+                body = json.dumps({"email": f"bench{i}@example.com", "password": "correct horse battery",
+                                   "displayName": f"Bench {i}"})
+                auth.request("POST", "/api/auth/register", body, {"Content-Type": "application/json"})
+                r = auth.getresponse()
+                data = r.read()
+                t0 = time.perf_counter()
+                assert r.status == 201, data
+                uid = json.loads(data)["userId"]
+                while True:
+                    users.request("GET", f"/api/users/{uid}")
+                    g = users.getresponse()
+                    g.read()
+                    if g.status == 200:
+                        break
+                lat.append((time.perf_counter() - t0) * 1000)
+            print(f"e2e propagation over {n} registrations (embedded default, SQLite synchronous=FULL):")
+            print(f"  p50 {pct(lat, 50):.2f} ms  p90 {pct(lat, 90):.2f} ms  p99 {pct(lat, 99):.2f} ms"
+                  f"  max {max(lat):.2f} ms  mean {statistics.mean(lat):.2f} ms")
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
