@@ -5,6 +5,7 @@ Every service is started with port 0 and reports the port it bound in its
 test can read them (correlation ids) and the harness can check them for
 sanitizer reports when the service stops.
 """
+import atexit
 import http.client
 import json
 import os
@@ -63,6 +64,18 @@ def request(port, method, path, body=None, headers=None, timeout=30.0, raw=None)
         conn.close()
 
 
+_started = []
+
+
+@atexit.register
+def _kill_leftovers():
+    """Whatever a failed test left running is stopped when the test process ends."""
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Service:
     """One running binary with its log file."""
 
@@ -86,6 +99,7 @@ class Service:
         self.proc = subprocess.Popen([os.path.join(BIN_DIR, self.binary), f"--port={port}"],
                                      cwd=self.workdir, env=env, stdout=log, stderr=log)
         log.close()
+        _started.append(self.proc)
         self.starts += 1
 
         def listening():
@@ -96,7 +110,13 @@ class Service:
                     return int(line["port"])
             return None
 
-        self.port = wait_until(listening, timeout, what=f"{self.name} to listen")
+        try:
+            self.port = wait_until(listening, timeout, what=f"{self.name} to listen")
+        except AssertionError:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            raise
         return self
 
     def lines(self, since_start=False):
@@ -172,12 +192,18 @@ class Stack:
                              {"USERS_DB": os.path.join(workdir, "users.db"), "USERS_EVENTBUS_URL": bus,
                               "USERS_POLL_WAIT_S": "5"})
         self.services = [self.eventbus]
-        if auth:
-            self.auth.start()
-            self.services.append(self.auth)
-        if users:
-            self.users.start()
-            self.services.append(self.users)
+        try:
+            if auth:
+                self.auth.start()
+                self.services.append(self.auth)
+            if users:
+                self.users.start()
+                self.services.append(self.users)
+        except AssertionError:
+            for s in self.services:
+                if s.proc.poll() is None:
+                    s.kill9()
+            raise
 
     def stop(self):
         errors = []
