@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 20
 JOBS       ?= $(shell nproc)
 SOURCES    := $(shell find include src tests/unit fuzz -name '*.[ch]' 2>/dev/null)
 
-.PHONY: all deps build asan run test unit system format format-check fuzz fuzz-smoke bench clean
+.PHONY: all deps build asan run test unit system system-pg format format-check fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -26,14 +26,18 @@ run: build
 	@scripts/run.sh $(BUILD)
 
 # Every test: format, both builds warning-free, unit and system tests under
-# ASan+UBSan, and a short run of each fuzzer over its corpus.
-test: format-check build asan unit system fuzz-smoke
+# ASan+UBSan on SQLite and on PostgreSQL, and a short run of each fuzzer.
+test: format-check build asan unit system system-pg fuzz-smoke
 
 unit: asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure
 
 system: asan
 	@EVBUS_BIN_DIR=$(abspath $(ASAN_BUILD)) scripts/pytest.sh tests/system -q
+
+# the same system tests with every service on PostgreSQL (a throwaway cluster)
+system-pg: asan
+	@EVBUS_TEST_BACKEND=pg EVBUS_BIN_DIR=$(abspath $(ASAN_BUILD)) scripts/pytest.sh tests/system -q
 
 format:
 	@clang-format -i $(SOURCES)

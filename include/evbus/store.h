@@ -33,7 +33,9 @@ typedef struct {
     evbus_sql_t sql; /* may hold several statements separated by ';' */
 } evbus_migration_t;
 
-/* Opens a connection. url: "sqlite:PATH", "file:PATH" or a plain path. The connection
+/* Opens a connection. url: "postgres://..." or "postgresql://..." (libpq URI), else an
+ * SQLite file: "sqlite:PATH" or a plain path. A PostgreSQL connection that breaks is
+ * re-established by the next call that needs it. The connection
  * is used by one thread at a time. Returns NULL and logs why on failure. */
 evbus_store_t *evbus_store_open(const char *url);
 void evbus_store_close(evbus_store_t *st);
@@ -52,6 +54,19 @@ void evbus_store_rollback(evbus_store_t *st);
  * list knows is refused with EVBUS_ERR_CONFLICT. */
 evbus_err_t evbus_store_migrate(evbus_store_t *st, const char *component,
                                 const evbus_migration_t *m, size_t n);
+
+/* Cross-process notifications between connections to one database (PostgreSQL
+ * LISTEN/NOTIFY). evbus_store_has_notify() is 0 on backends without them, where notify
+ * is a no-op and listen fails with EVBUS_ERR_INVALID. notify inside a transaction is
+ * delivered at commit. payload: at most 7999 bytes. */
+int evbus_store_has_notify(const evbus_store_t *st);
+evbus_err_t evbus_store_notify(evbus_store_t *st, const char *channel, const char *payload);
+evbus_err_t evbus_store_listen(evbus_store_t *st, const char *channel);
+/* Waits up to timeout_ms for notifications and calls fn for each payload. Returns
+ * EVBUS_ERR_OK (also on timeout) or EVBUS_ERR_UNAVAILABLE when the connection broke
+ * (listen again once it is back). */
+evbus_err_t evbus_store_wait_notify(evbus_store_t *st, int timeout_ms,
+                                    void (*fn)(const char *payload, void *ud), void *ud);
 
 /* Prepares a statement, cached on the connection by the address of sql: the same
  * evbus_sql_t gives back the same statement, reset and unbound. Owned by the

@@ -7,27 +7,35 @@
 
 #include "eventbus.h"
 
+/* The log's position column: gap-free order comes from the single writer (SQLite) or
+ * the writer lock (PostgreSQL), not from the column type. */
+#define EB_SCHEMA_V1(seq_column)                                                                   \
+    "CREATE TABLE eb_events ("                                                                     \
+    " seq " seq_column ","                                                                         \
+    " id TEXT NOT NULL UNIQUE,"                                                                    \
+    " topic TEXT NOT NULL,"                                                                        \
+    " type TEXT NOT NULL,"                                                                         \
+    " source TEXT NOT NULL,"                                                                       \
+    " subject TEXT,"                                                                               \
+    " correlation_id TEXT,"                                                                        \
+    " received_at BIGINT NOT NULL,"                                                                \
+    " body TEXT NOT NULL);"                                                                        \
+    "CREATE INDEX eb_events_topic ON eb_events (topic, seq);"                                      \
+    "CREATE TABLE eb_subscriptions ("                                                              \
+    " name TEXT PRIMARY KEY,"                                                                      \
+    " topic TEXT NOT NULL,"                                                                        \
+    " types TEXT,"                                                                                 \
+    " mode TEXT NOT NULL,"                                                                         \
+    " cursor BIGINT NOT NULL,"                                                                     \
+    " created_at BIGINT NOT NULL,"                                                                 \
+    " updated_at BIGINT NOT NULL);"
+
 const evbus_migration_t eb_migrations[] = {
     {1,
-     {{"CREATE TABLE eb_events ("
-       " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-       " id TEXT NOT NULL UNIQUE,"
-       " topic TEXT NOT NULL,"
-       " type TEXT NOT NULL,"
-       " source TEXT NOT NULL,"
-       " subject TEXT,"
-       " correlation_id TEXT,"
-       " received_at BIGINT NOT NULL,"
-       " body TEXT NOT NULL);"
-       "CREATE INDEX eb_events_topic ON eb_events (topic, seq);"
-       "CREATE TABLE eb_subscriptions ("
-       " name TEXT PRIMARY KEY,"
-       " topic TEXT NOT NULL,"
-       " types TEXT,"
-       " mode TEXT NOT NULL,"
-       " cursor BIGINT NOT NULL,"
-       " created_at BIGINT NOT NULL,"
-       " updated_at BIGINT NOT NULL);"}}},
+     {{[EVBUS_DIALECT_SQLITE] = EB_SCHEMA_V1("INTEGER PRIMARY KEY AUTOINCREMENT"),
+       [EVBUS_DIALECT_PG] = EB_SCHEMA_V1("BIGSERIAL PRIMARY KEY")}}},
+    /* retention deletes by age */
+    {2, {{"CREATE INDEX eb_events_received ON eb_events (received_at)"}}},
 };
 const size_t eb_nmigrations = sizeof eb_migrations / sizeof eb_migrations[0];
 

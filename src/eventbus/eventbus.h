@@ -63,7 +63,9 @@ typedef struct eb_job {
 } eb_job_t;
 
 typedef struct eb_writer eb_writer_t;
-eb_writer_t *eb_writer_start(const char *db_url, eb_waiters_t *waiters, unsigned max_group);
+/* Starts the writer; when idle it also deletes events older than retention_ms. */
+eb_writer_t *eb_writer_start(const char *db_url, eb_waiters_t *waiters, unsigned max_group,
+                             int64_t retention_ms);
 /* Suspends job->req and queues the job; the writer resumes the request after the commit
  * (or failure). Returns -1, without suspending, once the writer is stopping. */
 int eb_writer_submit(eb_writer_t *w, eb_job_t *job);
@@ -90,10 +92,17 @@ extern const eb_broker_ops_t eb_broker_log;
 extern const evbus_migration_t eb_migrations[];
 extern const size_t eb_nmigrations;
 
+/* ---- listener.c: wakes local long-polls on other processes' commits (PostgreSQL) ---- */
+typedef struct eb_listener eb_listener_t;
+/* Starts listening when the database supports notifications; NULL (and nothing to do)
+ * otherwise. */
+eb_listener_t *eb_listener_start(const char *db_url, eb_waiters_t *waiters);
+void eb_listener_stop(eb_listener_t *l);
+
 /* ---- the daemon ---- */
 typedef struct {
     char *host, *db, *routes, *log_level, *log_format;
-    int64_t port, threads, max_body, max_batch, max_wait, max_group;
+    int64_t port, threads, max_body, max_batch, max_wait, max_group, retention_s;
 } eb_config_t;
 
 typedef struct {
@@ -103,6 +112,7 @@ typedef struct {
     eb_waiters_t *waiters;
     eb_routes_t *routes;
     const eb_broker_ops_t *broker;
+    eb_listener_t *listener;
 } eb_app_t;
 
 void eb_publish_handler(evbus_req_t *req, void *app);

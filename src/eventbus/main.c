@@ -28,6 +28,9 @@ static const evbus_cfg_t config[] = {
      "longest long-poll wait a client may ask for, in seconds", &g_app.cfg.max_wait, 0, NULL},
     {"max-group", "EVENTBUS_GROUP_COMMIT_MAX", EVBUS_CFG_INT, 1, 100000, "5000",
      "most events written in one group commit", &g_app.cfg.max_group, 0, NULL},
+    {"retention", "EVENTBUS_RETENTION_S", EVBUS_CFG_INT, 1, INT64_C(10) * 365 * 86400, "604800",
+     "events older than this many seconds are deleted from the log", &g_app.cfg.retention_s, 0,
+     NULL},
     {"routes", "EVENTBUS_ROUTES", EVBUS_CFG_STR, 0, 65536, "",
      "type->topic overrides, e.g. UserRegistered=USERS,OrderPlaced=ORDERS", &g_app.cfg.routes, 0,
      NULL},
@@ -118,8 +121,10 @@ int main(int argc, char **argv)
     db = NULL;
     if (!(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads + 2)) ||
         !(app->waiters = eb_waiters_new()) ||
-        !(app->writer = eb_writer_start(app->cfg.db, app->waiters, (unsigned)app->cfg.max_group)))
+        !(app->writer = eb_writer_start(app->cfg.db, app->waiters, (unsigned)app->cfg.max_group,
+                                        app->cfg.retention_s * 1000)))
         goto out;
+    app->listener = eb_listener_start(app->cfg.db, app->waiters);
     evbus_http_opts_t ho = {
         .host = app->cfg.host,
         .port = (int)app->cfg.port,
@@ -149,6 +154,7 @@ int main(int argc, char **argv)
     exit_code = 0;
 out:
     evbus_http_server_free(http);
+    eb_listener_stop(app->listener);
     eb_writer_free(app->writer);
     eb_waiters_free(app->waiters);
     evbus_store_pool_free(app->pool);

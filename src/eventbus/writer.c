@@ -5,13 +5,17 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "eventbus.h"
 #include "evbus/log.h"
 #include "evbus/util.h"
 
 #define MAX_TOPICS_PER_GROUP 64
+#define RETENTION_BATCH 1000
+#define RETENTION_EVERY_MS 10000
 
 struct eb_writer {
     pthread_t thread;
@@ -23,6 +27,7 @@ struct eb_writer {
     char *url;
     eb_waiters_t *waiters;
     unsigned max_group;
+    int64_t retention_ms;
 };
 
 static const evbus_sql_t SQL_INSERT = {{
@@ -30,6 +35,18 @@ static const evbus_sql_t SQL_INSERT = {{
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq",
 }};
 static const evbus_sql_t SQL_BY_ID = {{"SELECT seq FROM eb_events WHERE id = ?"}};
+/* Positions must become visible in order. On SQLite this thread is the only writer; on
+ * PostgreSQL several eventbus processes may write, so each group takes this lock
+ * before it draws positions and keeps it until its commit: a later position can never
+ * commit before an earlier one, and readers may follow a cursor. */
+static const evbus_sql_t SQL_LOG_LOCK = {{
+    [EVBUS_DIALECT_SQLITE] = "SELECT 1",
+    [EVBUS_DIALECT_PG] = "SELECT pg_advisory_xact_lock(7402101)",
+}};
+static const evbus_sql_t SQL_EXPIRE = {{
+    "DELETE FROM eb_events WHERE seq IN"
+    " (SELECT seq FROM eb_events WHERE received_at < ? ORDER BY seq LIMIT ?)",
+}};
 
 void eb_job_free(void *p)
 {
@@ -86,10 +103,38 @@ static evbus_err_t insert_item(evbus_store_t *st, eb_item_t *it, int64_t now)
     return rc == EVBUS_STEP_ROW ? EVBUS_ERR_OK : EVBUS_ERR_DB;
 }
 
+/* Joins the topics for a notification payload; "*" when they do not fit. */
+static void topics_payload(const char **topics, size_t nt, char *out, size_t len)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < nt; i++) {
+        size_t n = strlen(topics[i]);
+        if (nt == SIZE_MAX || o + n + 2 > len) {
+            snprintf(out, len, "*");
+            return;
+        }
+        if (o)
+            out[o++] = ',';
+        memcpy(out + o, topics[i], n + 1);
+        o += n;
+    }
+}
+
+static size_t new_topics(eb_job_t *jobs, const char **topics);
+
 static evbus_err_t write_group(evbus_store_t *st, eb_job_t *jobs)
 {
     if (evbus_store_begin(st) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
+    evbus_stmt_t *lock = evbus_store_prepare(st, &SQL_LOG_LOCK);
+    int locked = lock && evbus_stmt_step(lock, NULL) == EVBUS_STEP_ROW;
+    if (lock)
+        evbus_stmt_done(lock);
+    if (!locked) {
+        evbus_store_rollback(st);
+        return EVBUS_ERR_DB;
+    }
     int64_t now = evbus_now_ms();
     for (eb_job_t *j = jobs; j; j = j->next)
         for (size_t i = 0; i < j->n; i++) {
@@ -100,6 +145,15 @@ static evbus_err_t write_group(evbus_store_t *st, eb_job_t *jobs)
                 return EVBUS_ERR_DB;
             }
         }
+    /* other eventbus processes on this database wake their long-polls at our commit */
+    const char *topics[MAX_TOPICS_PER_GROUP];
+    size_t nt = new_topics(jobs, topics);
+    char payload[4000];
+    topics_payload(topics, nt, payload, sizeof payload);
+    if (*payload && evbus_store_notify(st, "evbus_events", payload) != EVBUS_ERR_OK) {
+        evbus_store_rollback(st);
+        return EVBUS_ERR_DB;
+    }
     if (evbus_store_commit(st) != EVBUS_ERR_OK) {
         evbus_log_error("writer: commit failed: %s", evbus_store_errmsg(st));
         return EVBUS_ERR_DB;
@@ -107,21 +161,14 @@ static evbus_err_t write_group(evbus_store_t *st, eb_job_t *jobs)
     return EVBUS_ERR_OK;
 }
 
-/* Logs each stored event and collects the distinct topics that got new events. */
-static size_t after_commit(eb_job_t *jobs, const char **topics)
+/* Collects the distinct topics that got new events; SIZE_MAX when too many to list. */
+static size_t new_topics(eb_job_t *jobs, const char **topics)
 {
     size_t nt = 0;
     int overflow = 0;
     for (eb_job_t *j = jobs; j; j = j->next)
         for (size_t i = 0; i < j->n; i++) {
             eb_item_t *it = &j->items[i];
-            if (evbus_log_enabled(EVBUS_LOG_INFO)) {
-                evbus_log_set_correlation(it->correlation);
-                evbus_log_set_event(it->id);
-                evbus_log_kv(EVBUS_LOG_INFO,
-                             it->created ? "event stored" : "duplicate event ignored", "type",
-                             it->type, "topic", it->topic, NULL);
-            }
             if (!it->created)
                 continue;
             size_t k = 0;
@@ -132,9 +179,46 @@ static size_t after_commit(eb_job_t *jobs, const char **topics)
             else if (k == nt)
                 overflow = 1; /* too many to list: wake everyone */
         }
-    evbus_log_set_correlation(NULL);
-    evbus_log_set_event(NULL);
     return overflow ? SIZE_MAX : nt;
+}
+
+/* Logs each stored event; returns the topics to wake (see new_topics). */
+static size_t after_commit(eb_job_t *jobs, const char **topics)
+{
+    if (evbus_log_enabled(EVBUS_LOG_INFO)) {
+        for (eb_job_t *j = jobs; j; j = j->next)
+            for (size_t i = 0; i < j->n; i++) {
+                eb_item_t *it = &j->items[i];
+                evbus_log_set_correlation(it->correlation);
+                evbus_log_set_event(it->id);
+                evbus_log_kv(EVBUS_LOG_INFO,
+                             it->created ? "event stored" : "duplicate event ignored", "type",
+                             it->type, "topic", it->topic, NULL);
+            }
+        evbus_log_set_correlation(NULL);
+        evbus_log_set_event(NULL);
+    }
+    return new_topics(jobs, topics);
+}
+
+/* Deletes one bounded batch of events older than the retention. Returns the number
+ * deleted, -1 on error. */
+static int64_t expire_batch(evbus_store_t *st, int64_t retention_ms)
+{
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_EXPIRE);
+    if (!s)
+        return -1;
+    evbus_stmt_bind_int64(s, 1, evbus_now_ms() - retention_ms);
+    evbus_stmt_bind_int64(s, 2, RETENTION_BATCH);
+    int rc = evbus_stmt_step(s, NULL);
+    int64_t n = evbus_stmt_changes(s);
+    evbus_stmt_done(s);
+    if (n > 0) {
+        char c[24];
+        snprintf(c, sizeof c, "%lld", (long long)n);
+        evbus_log_kv(EVBUS_LOG_INFO, "retention: events deleted", "count", c, NULL);
+    }
+    return rc == EVBUS_STEP_DONE ? n : -1;
 }
 
 static void *writer_main(void *arg)
@@ -142,10 +226,31 @@ static void *writer_main(void *arg)
     eb_writer_t *w = arg;
     evbus_store_t *st = evbus_store_open(w->url);
     atomic_store(&w->healthy, st != NULL);
+    int64_t next_expiry = evbus_mono_us();
     for (;;) {
         pthread_mutex_lock(&w->lock);
-        while (!w->head && !w->stop)
-            pthread_cond_wait(&w->cond, &w->lock);
+        while (!w->head && !w->stop) {
+            /* idle: delete expired events one bounded batch at a time, so a publish
+             * never waits behind more than one batch */
+            if (st && evbus_mono_us() >= next_expiry) {
+                pthread_mutex_unlock(&w->lock);
+                int64_t n = expire_batch(st, w->retention_ms);
+                if (n < RETENTION_BATCH)
+                    next_expiry = evbus_mono_us() + RETENTION_EVERY_MS * 1000;
+                pthread_mutex_lock(&w->lock);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t wait_us = next_expiry - evbus_mono_us();
+            ts.tv_sec += wait_us / 1000000;
+            ts.tv_nsec += (wait_us % 1000000) * 1000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+        }
         if (!w->head && w->stop) {
             pthread_mutex_unlock(&w->lock);
             break;
@@ -183,7 +288,8 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-eb_writer_t *eb_writer_start(const char *db_url, eb_waiters_t *waiters, unsigned max_group)
+eb_writer_t *eb_writer_start(const char *db_url, eb_waiters_t *waiters, unsigned max_group,
+                             int64_t retention_ms)
 {
     eb_writer_t *w = calloc(1, sizeof *w);
     if (!w)
@@ -191,8 +297,13 @@ eb_writer_t *eb_writer_start(const char *db_url, eb_waiters_t *waiters, unsigned
     w->url = strdup(db_url);
     w->waiters = waiters;
     w->max_group = max_group ? max_group : 1;
+    w->retention_ms = retention_ms;
     pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &ca);
+    pthread_condattr_destroy(&ca);
     if (!w->url || pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         free(w->url);
         free(w);

@@ -18,19 +18,25 @@
 #define SAFETY_POLL_MS 5000
 #define MAX_BATCH 500
 
+#define OUTBOX_V1(seq_column)                                                                      \
+    "CREATE TABLE evbus_outbox ("                                                                  \
+    " seq " seq_column ","                                                                         \
+    " event_id TEXT NOT NULL UNIQUE,"                                                              \
+    " type TEXT NOT NULL,"                                                                         \
+    " correlation_id TEXT,"                                                                        \
+    " payload TEXT NOT NULL,"                                                                      \
+    " status TEXT NOT NULL DEFAULT 'pending',"                                                     \
+    " last_error TEXT,"                                                                            \
+    " created_at BIGINT NOT NULL,"                                                                 \
+    " published_at BIGINT);"                                                                       \
+    "CREATE INDEX evbus_outbox_status ON evbus_outbox (status, seq);"
+
 static const evbus_migration_t outbox_migrations[] = {
     {1,
-     {{"CREATE TABLE evbus_outbox ("
-       " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-       " event_id TEXT NOT NULL UNIQUE,"
-       " type TEXT NOT NULL,"
-       " correlation_id TEXT,"
-       " payload TEXT NOT NULL,"
-       " status TEXT NOT NULL DEFAULT 'pending',"
-       " last_error TEXT,"
-       " created_at BIGINT NOT NULL,"
-       " published_at BIGINT);"
-       "CREATE INDEX evbus_outbox_status ON evbus_outbox (status, seq);"}}},
+     {{[EVBUS_DIALECT_SQLITE] = OUTBOX_V1("INTEGER PRIMARY KEY AUTOINCREMENT"),
+       [EVBUS_DIALECT_PG] = OUTBOX_V1("BIGSERIAL PRIMARY KEY")}}},
+    /* retention deletes published rows by age */
+    {2, {{"CREATE INDEX evbus_outbox_published ON evbus_outbox (published_at)"}}},
 };
 
 static const evbus_sql_t SQL_APPEND = {{

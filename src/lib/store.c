@@ -1,6 +1,7 @@
 /* Backend-independent part of the store: URL dispatch, statement cache, migrations,
  * connection pool. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,10 +10,8 @@
 
 evbus_store_t *evbus_store_open(const char *url)
 {
-    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
-        evbus_log_error("store: PostgreSQL URLs are not supported by this build");
-        return NULL;
-    }
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0)
+        return evbus__pg_open(url);
     if (strncmp(url, "sqlite:", 7) == 0)
         url += 7;
     if (!*url) {
@@ -56,6 +55,27 @@ evbus_err_t evbus_store_commit(evbus_store_t *st)
 void evbus_store_rollback(evbus_store_t *st)
 {
     st->ops->rollback(st);
+}
+
+int evbus_store_has_notify(const evbus_store_t *st)
+{
+    return st->ops->listen != NULL;
+}
+
+evbus_err_t evbus_store_notify(evbus_store_t *st, const char *channel, const char *payload)
+{
+    return st->ops->notify ? st->ops->notify(st, channel, payload) : EVBUS_ERR_OK;
+}
+
+evbus_err_t evbus_store_listen(evbus_store_t *st, const char *channel)
+{
+    return st->ops->listen ? st->ops->listen(st, channel) : EVBUS_ERR_INVALID;
+}
+
+evbus_err_t evbus_store_wait_notify(evbus_store_t *st, int timeout_ms,
+                                    void (*fn)(const char *payload, void *ud), void *ud)
+{
+    return st->ops->wait_notify ? st->ops->wait_notify(st, timeout_ms, fn, ud) : EVBUS_ERR_INVALID;
 }
 
 evbus_stmt_t *evbus_store_prepare(evbus_store_t *st, const evbus_sql_t *sql)
@@ -135,6 +155,12 @@ static const evbus_sql_t SQL_SCHEMA_SET = {{
     "INSERT INTO evbus_schema (component, version) VALUES (?, ?) "
     "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
 }};
+/* Serializes migrations of processes starting together on one database (SQLite's
+ * BEGIN IMMEDIATE already does). */
+static const evbus_sql_t SQL_MIGRATE_LOCK = {{
+    [EVBUS_DIALECT_SQLITE] = "SELECT 1",
+    [EVBUS_DIALECT_PG] = "SELECT pg_advisory_xact_lock(7402100)",
+}};
 
 static int current_version(evbus_store_t *st, const char *component)
 {
@@ -148,52 +174,81 @@ static int current_version(evbus_store_t *st, const char *component)
     return v;
 }
 
+static const char *sql_text(const evbus_store_t *st, const evbus_sql_t *sql)
+{
+    const char *t = sql->text[st->ops->dialect];
+    return t ? t : sql->text[EVBUS_DIALECT_SQLITE];
+}
+
+/* Begins a transaction holding the migration lock. */
+static evbus_err_t begin_locked(evbus_store_t *st)
+{
+    if (evbus_store_begin(st) != EVBUS_ERR_OK)
+        return EVBUS_ERR_DB;
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_MIGRATE_LOCK);
+    int rc = s ? evbus_stmt_step(s, NULL) : EVBUS_STEP_ERROR;
+    if (s)
+        evbus_stmt_done(s);
+    if (rc != EVBUS_STEP_ROW) {
+        evbus_store_rollback(st);
+        return EVBUS_ERR_DB;
+    }
+    return EVBUS_ERR_OK;
+}
+
+/* Applies migration m if the component is below its version; refuses a newer schema. */
+static evbus_err_t migrate_one(evbus_store_t *st, const char *component, const evbus_migration_t *m,
+                               int newest)
+{
+    int cur = current_version(st, component);
+    if (cur < 0)
+        return EVBUS_ERR_DB;
+    if (cur > newest) {
+        evbus_log_error("store: the %s schema is at version %d, newer than this binary's %d; "
+                        "refusing to start",
+                        component, cur, newest);
+        return EVBUS_ERR_CONFLICT;
+    }
+    if (m->version <= cur)
+        return EVBUS_ERR_OK;
+    evbus_stmt_t *s;
+    if (evbus_store_exec(st, sql_text(st, &m->sql)) != EVBUS_ERR_OK ||
+        !(s = evbus_store_prepare(st, &SQL_SCHEMA_SET)))
+        return EVBUS_ERR_DB;
+    evbus_stmt_bind_text(s, 1, component);
+    evbus_stmt_bind_int64(s, 2, m->version);
+    int rc = evbus_stmt_step(s, NULL);
+    evbus_stmt_done(s);
+    if (rc != EVBUS_STEP_DONE)
+        return EVBUS_ERR_DB;
+    char v[16];
+    snprintf(v, sizeof v, "%d", m->version);
+    evbus_log_kv(EVBUS_LOG_INFO, "schema migrated", "component", component, "version", v, NULL);
+    return EVBUS_ERR_OK;
+}
+
 evbus_err_t evbus_store_migrate(evbus_store_t *st, const char *component,
                                 const evbus_migration_t *m, size_t n)
 {
-    const char *ddl = SQL_SCHEMA_TABLE.text[EVBUS_DIALECT_SQLITE];
-    if (evbus_store_exec(st, ddl) != EVBUS_ERR_OK)
-        return EVBUS_ERR_DB;
-    for (size_t i = 0; i < n; i++) {
-        if (evbus_store_begin(st) != EVBUS_ERR_OK)
-            return EVBUS_ERR_DB;
-        int cur = current_version(st, component);
-        evbus_err_t rc = EVBUS_ERR_OK;
-        if (cur < 0) {
-            rc = EVBUS_ERR_DB;
-        } else if (cur > (int)m[n - 1].version) {
-            evbus_log_error("store: the %s schema is at version %d, newer than this binary's %d; "
-                            "refusing to start",
-                            component, cur, m[n - 1].version);
-            rc = EVBUS_ERR_CONFLICT;
-        } else if (m[i].version > cur) {
-            const char *text = m[i].sql.text[st->ops->dialect] ? m[i].sql.text[st->ops->dialect]
-                                                               : m[i].sql.text[0];
-            evbus_stmt_t *s;
-            if (evbus_store_exec(st, text) != EVBUS_ERR_OK ||
-                !(s = evbus_store_prepare(st, &SQL_SCHEMA_SET))) {
-                rc = EVBUS_ERR_DB;
-            } else {
-                evbus_stmt_bind_text(s, 1, component);
-                evbus_stmt_bind_int64(s, 2, m[i].version);
-                if (evbus_stmt_step(s, NULL) != EVBUS_STEP_DONE)
-                    rc = EVBUS_ERR_DB;
-                evbus_stmt_done(s);
-            }
-            if (rc == EVBUS_ERR_OK)
-                evbus_log_kv(EVBUS_LOG_INFO, "schema migrated", "component", component, NULL);
-        }
-        if (rc != EVBUS_ERR_OK) {
-            if (rc == EVBUS_ERR_DB)
-                evbus_log_error("store: migration of %s failed: %s", component,
-                                evbus_store_errmsg(st));
+    evbus_err_t rc = begin_locked(st);
+    if (rc == EVBUS_ERR_OK && evbus_store_exec(st, sql_text(st, &SQL_SCHEMA_TABLE)) != EVBUS_ERR_OK)
+        rc = EVBUS_ERR_DB;
+    if (rc == EVBUS_ERR_OK)
+        rc = evbus_store_commit(st);
+    else
+        evbus_store_rollback(st);
+    for (size_t i = 0; rc == EVBUS_ERR_OK && i < n; i++) {
+        if ((rc = begin_locked(st)) != EVBUS_ERR_OK)
+            break;
+        rc = migrate_one(st, component, &m[i], m[n - 1].version);
+        if (rc != EVBUS_ERR_OK)
             evbus_store_rollback(st);
-            return rc;
-        }
-        if (evbus_store_commit(st) != EVBUS_ERR_OK)
-            return EVBUS_ERR_DB;
+        else
+            rc = evbus_store_commit(st);
     }
-    return EVBUS_ERR_OK;
+    if (rc == EVBUS_ERR_DB)
+        evbus_log_error("store: migration of %s failed: %s", component, evbus_store_errmsg(st));
+    return rc;
 }
 
 struct evbus_store_pool {

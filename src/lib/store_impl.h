@@ -24,6 +24,11 @@ typedef struct evbus_store_ops {
     int (*is_null)(evbus_stmt_t *s, int col);
     int64_t (*changes)(evbus_stmt_t *s);
     void (*done)(evbus_stmt_t *s);
+    /* optional: NULL on backends without notifications */
+    evbus_err_t (*notify)(evbus_store_t *st, const char *channel, const char *payload);
+    evbus_err_t (*listen)(evbus_store_t *st, const char *channel);
+    evbus_err_t (*wait_notify)(evbus_store_t *st, int timeout_ms,
+                               void (*fn)(const char *payload, void *ud), void *ud);
 } evbus_store_ops_t;
 
 typedef struct {
@@ -45,5 +50,6 @@ struct evbus_stmt {
 
 /* Driver entry points: open a connection for the part of the URL after the scheme. */
 evbus_store_t *evbus__sqlite_open(const char *path);
+evbus_store_t *evbus__pg_open(const char *url);
 
 #endif

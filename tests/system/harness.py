@@ -176,20 +176,94 @@ class Service:
         return request(self.port, "DELETE", path, **kw)
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster in a temporary directory, on a free loopback port.
+
+    initdb and the server run as the 'postgres' user when the tests run as root
+    (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, workdir):
+        bins = sorted(d for d in os.listdir("/usr/lib/postgresql") if d.isdigit())
+        self.bin = f"/usr/lib/postgresql/{bins[-1]}/bin"
+        self.dir = workdir
+        self.data = os.path.join(workdir, "data")
+        self.port = free_port()
+        self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "postgres", workdir], check=True)
+        subprocess.run(self.as_pg + [f"{self.bin}/initdb", "-D", self.data, "-U", "evbus", "-A", "trust",
+                                     "--no-sync", "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                    f"unix_socket_directories = '{workdir}'\nmax_connections = 300\n"
+                    "fsync = on\nsynchronous_commit = on\n")
+        self.n = 0
+
+    def start(self):
+        subprocess.run(self.as_pg + [f"{self.bin}/pg_ctl", "-D", self.data, "-l",
+                                     os.path.join(self.dir, "server.log"), "-w", "-t", "60", "start"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self, mode="fast"):
+        subprocess.run(self.as_pg + [f"{self.bin}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def url(self, db):
+        return f"postgresql://evbus@127.0.0.1:{self.port}/{db}"
+
+    def psql(self, db, sql):
+        r = subprocess.run(["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", self.url(db),
+                            "-c", sql], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def create_db(self, prefix):
+        self.n += 1
+        name = f"{prefix}_{os.getpid()}_{self.n}"
+        self.psql("postgres", f"CREATE DATABASE {name}")
+        return name
+
+
+PG = None  # set by conftest when the suite runs on PostgreSQL
+
+
+def _typed(v):
+    if v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        return v
+
+
 class Stack:
-    """eventbus + auth-service + user-service in one temporary directory."""
+    """eventbus + auth-service + user-service in one temporary directory, each with its
+    own database: SQLite files there, or fresh databases on the PostgreSQL cluster."""
 
     def __init__(self, workdir, users=True, auth=True):
         self.workdir = workdir
+        self.db = {}
+        for name in ("eventbus", "auth", "users"):
+            if PG:
+                self.db[name] = PG.url(PG.create_db(name))
+            else:
+                self.db[name] = os.path.join(workdir, f"{name}.db")
         common = {"EVENTBUS_LOG_LEVEL": "info"}
         self.eventbus = Service("eventbus", "eventbus", workdir,
-                                dict(common, EVENTBUS_DB=os.path.join(workdir, "eventbus.db")))
+                                dict(common, EVENTBUS_DB=self.db["eventbus"]))
         self.eventbus.start()
         bus = f"http://127.0.0.1:{self.eventbus.port}"
         self.auth = Service("auth", "auth-service", workdir,
-                            {"AUTH_DB": os.path.join(workdir, "auth.db"), "AUTH_EVENTBUS_URL": bus})
+                            {"AUTH_DB": self.db["auth"], "AUTH_EVENTBUS_URL": bus})
         self.users = Service("users", "user-service", workdir,
-                             {"USERS_DB": os.path.join(workdir, "users.db"), "USERS_EVENTBUS_URL": bus,
+                             {"USERS_DB": self.db["users"], "USERS_EVENTBUS_URL": bus,
                               "USERS_POLL_WAIT_S": "5"})
         self.services = [self.eventbus]
         try:
@@ -220,6 +294,16 @@ class Stack:
         body = {"email": email or f"u{uuid.uuid4().hex[:12]}@example.com", "password": password,
                 "displayName": name}
         return self.auth.post("/api/auth/register", body, headers=headers)
+
+    def rows(self, name, sql):
+        """Rows of a query on one service's database, as tuples (numbers as int)."""
+        if PG:
+            out = PG.psql(self.db[name].rsplit("/", 1)[1], sql)
+            return [tuple(_typed(v) for v in line.split("\t")) for line in out.splitlines()]
+        return sqlite_rows(self.db[name], sql)
+
+    def count(self, name, sql):
+        return self.rows(name, sql)[0][0]
 
     def wait_profile(self, user_id, timeout=20.0):
         def ready():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness import make_event, request, sqlite_rows
+from harness import make_event, request
 
 CE = {"Content-Type": "application/cloudevents+json"}
 
@@ -23,7 +23,7 @@ def assert_problem(r, status, field=None):
 
 
 def event_count(stack):
-    return sqlite_rows(stack.workdir + "/eventbus.db", "SELECT count(*) FROM eb_events")[0][0]
+    return stack.count("eventbus", "SELECT count(*) FROM eb_events")
 
 
 def ev_without(attr):
@@ -146,9 +146,8 @@ def test_subscription_errors(bus_only):
 
 
 def auth_counts(stack):
-    db = stack.workdir + "/auth.db"
-    return (sqlite_rows(db, "SELECT count(*) FROM auth_users")[0][0],
-            sqlite_rows(db, "SELECT count(*) FROM evbus_outbox")[0][0])
+    return (stack.count("auth", "SELECT count(*) FROM auth_users"),
+            stack.count("auth", "SELECT count(*) FROM evbus_outbox"))
 
 
 GOOD = {"email": "grace@example.com", "password": "a long enough secret", "displayName": "Grace"}

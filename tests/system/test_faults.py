@@ -4,13 +4,13 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import make_event, request, sqlite_rows, wait_until
+from harness import make_event, request, wait_until
 
 CE = {"Content-Type": "application/cloudevents+json"}
 
 
 def profile_count(stack):
-    return sqlite_rows(stack.workdir + "/users.db", "SELECT count(*) FROM users_profiles")[0][0]
+    return stack.count("users", "SELECT count(*) FROM users_profiles")
 
 
 def test_registrations_while_eventbus_down_all_arrive_once(stack):
@@ -22,11 +22,11 @@ def test_registrations_while_eventbus_down_all_arrive_once(stack):
     stack.eventbus.restart()
     wait_until(lambda: profile_count(stack) == 50, timeout=60, what="50 profiles")
     ids = {r.json["userId"] for r in results}
-    rows = sqlite_rows(stack.workdir + "/users.db", "SELECT user_id FROM users_profiles")
+    rows = stack.rows("users", "SELECT user_id FROM users_profiles")
     assert sorted(r[0] for r in rows) == sorted(ids)
-    inbox = sqlite_rows(stack.workdir + "/users.db", "SELECT count(*) FROM evbus_inbox")[0][0]
+    inbox = stack.count("users", "SELECT count(*) FROM evbus_inbox")
     assert inbox == 50
-    events = sqlite_rows(stack.workdir + "/eventbus.db", "SELECT count(*), count(DISTINCT id) FROM eb_events")
+    events = stack.rows("eventbus", "SELECT count(*), count(DISTINCT id) FROM eb_events")
     assert events[0] == (50, 50)
     wait_until(lambda: stack.auth.get("/health/ready").json["outbox"]["pending"] == 0,
                timeout=10, what="outbox drained")
@@ -86,7 +86,7 @@ def test_kill9_right_after_2xx_loses_nothing(bus_only):
     bus.restart()
     with lock:
         ids = list(accepted)
-    stored = {r[0] for r in sqlite_rows(bus_only.workdir + "/eventbus.db", "SELECT id FROM eb_events")}
+    stored = {r[0] for r in bus_only.rows("eventbus", "SELECT id FROM eb_events")}
     missing = [i for i in ids if i not in stored]
     assert not missing, f"{len(missing)} accepted events lost"
     seen = drain(bus.port, "g1", len(stored))
@@ -108,7 +108,7 @@ def test_same_event_published_twice_is_stored_once(bus_only):
     r3 = bus.post("/api/events/publish", [other, other, ev], headers=CE)
     assert r3.status == 201
     assert [x["status"] for x in r3.json["results"]] == ["created", "duplicate", "duplicate"]
-    rows = sqlite_rows(bus_only.workdir + "/eventbus.db", "SELECT id FROM eb_events")
+    rows = bus_only.rows("eventbus", "SELECT id FROM eb_events")
     assert sorted(r[0] for r in rows) == sorted([ev["id"], other["id"]])
     r = bus.get("/api/subscriptions/twice/events?max=100")
     assert [e["event"]["id"] for e in r.json["events"]] == [ev["id"], other["id"]]
@@ -131,7 +131,7 @@ def test_same_event_delivered_twice_gives_one_profile(stack):
                timeout=20, what="five duplicates skipped")
     assert profile_count(stack) == 5
     # redelivered directly to the eventbus too: still one profile per user
-    ev = sqlite_rows(stack.workdir + "/eventbus.db", "SELECT body FROM eb_events LIMIT 1")[0][0]
+    ev = stack.rows("eventbus", "SELECT body FROM eb_events ORDER BY seq LIMIT 1")[0][0]
     assert stack.eventbus.post("/api/events/publish", raw=ev.encode(), headers=CE).status == 200
     assert profile_count(stack) == 5
 
@@ -146,7 +146,7 @@ def test_user_service_killed_mid_stream_applies_each_once(stack):
     stack.users.kill9()
     stack.users.start()
     wait_until(lambda: profile_count(stack) == 60, timeout=60, what="60 profiles")
-    rows = sqlite_rows(stack.workdir + "/users.db", "SELECT count(*), count(DISTINCT user_id) FROM users_profiles")
+    rows = stack.rows("users", "SELECT count(*), count(DISTINCT user_id) FROM users_profiles")
     assert rows[0] == (60, 60)
 
 

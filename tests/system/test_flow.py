@@ -1,7 +1,7 @@
 """The registration flow end to end: auth -> outbox -> relay -> eventbus -> user-service."""
 import uuid
 
-from harness import sqlite_rows, wait_until
+from harness import wait_until
 
 
 def test_register_then_profile_with_one_correlation_id(stack):
@@ -52,9 +52,8 @@ def test_duplicate_email_is_409_and_stores_nothing(stack):
     assert r2.status == 409
     assert r2.header("Content-Type") == "application/problem+json"
     assert r2.json["status"] == 409
-    db = stack.workdir + "/auth.db"
-    assert sqlite_rows(db, "SELECT count(*) FROM auth_users")[0][0] == 1
-    assert sqlite_rows(db, "SELECT count(*) FROM evbus_outbox")[0][0] == 1
+    assert stack.count("auth", "SELECT count(*) FROM auth_users") == 1
+    assert stack.count("auth", "SELECT count(*) FROM evbus_outbox") == 1
 
 
 def test_health(stack):
@@ -80,7 +79,7 @@ def test_data_survives_restart(stack):
     second = stack.register()
     assert second.status == 201
     stack.wait_profile(second.json["userId"])
-    assert sqlite_rows(stack.workdir + "/users.db", "SELECT count(*) FROM users_profiles")[0][0] == 2
+    assert stack.count("users", "SELECT count(*) FROM users_profiles") == 2
 
 
 def test_many_registrations_in_parallel(stack):
@@ -89,7 +88,6 @@ def test_many_registrations_in_parallel(stack):
         results = list(pool.map(lambda i: stack.register(), range(40)))
     assert all(r.status == 201 for r in results)
     ids = {r.json["userId"] for r in results}
-    db = stack.workdir + "/users.db"
-    wait_until(lambda: sqlite_rows(db, "SELECT count(*) FROM users_profiles")[0][0] == 40,
+    wait_until(lambda: stack.count("users", "SELECT count(*) FROM users_profiles") == 40,
                timeout=30, what="40 profiles")
-    assert {row[0] for row in sqlite_rows(db, "SELECT user_id FROM users_profiles")} == ids
+    assert {row[0] for row in stack.rows("users", "SELECT user_id FROM users_profiles")} == ids
