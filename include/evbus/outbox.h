@@ -27,6 +27,7 @@ typedef struct {
     unsigned batch;           /* events per publish request */
     int64_t backoff_initial_ms, backoff_cap_ms;
     long timeout_ms;
+    int64_t retention_ms; /* published rows older than this are deleted; 0 keeps them */
 } evbus_relay_opts_t;
 
 /* Starts the relay thread. NULL on failure. */

@@ -12,7 +12,8 @@
 
 typedef struct {
     char *host, *db, *eventbus_url, *source, *log_level, *log_format;
-    int64_t port, threads, max_body, argon_ops, argon_mem_kib, hash_slots, relay_batch;
+    int64_t port, threads, max_body, argon_ops, argon_mem_kib, hash_slots, relay_batch,
+        outbox_retention_s;
 } auth_config_t;
 
 typedef struct {

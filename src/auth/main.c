@@ -33,6 +33,9 @@ static const evbus_cfg_t config[] = {
      "most password hashes computed at once", &g_app.cfg.hash_slots, 0, NULL},
     {"relay-batch", "AUTH_RELAY_BATCH", EVBUS_CFG_INT, 1, 500, "100",
      "most outbox events the relay sends per request", &g_app.cfg.relay_batch, 0, NULL},
+    {"outbox-retention", "AUTH_OUTBOX_RETENTION_S", EVBUS_CFG_INT, 1, INT64_C(10) * 365 * 86400,
+     "604800", "published outbox rows older than this many seconds are deleted",
+     &g_app.cfg.outbox_retention_s, 0, NULL},
     {"log-level", "AUTH_LOG_LEVEL", EVBUS_CFG_STR, 4, 5, "info", "debug, info, warn or error",
      &g_app.cfg.log_level, 0, "debug|info|warn|error"},
     {"log-format", "AUTH_LOG_FORMAT", EVBUS_CFG_STR, 4, 4, "json",
@@ -103,6 +106,7 @@ int main(int argc, char **argv)
         .backoff_initial_ms = 50,
         .backoff_cap_ms = 2000,
         .timeout_ms = 10000,
+        .retention_ms = app->cfg.outbox_retention_s * 1000,
     };
     if (!(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads)) ||
         !(app->relay = evbus_relay_start(&ro)))

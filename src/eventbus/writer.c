@@ -221,6 +221,14 @@ static int64_t expire_batch(evbus_store_t *st, int64_t retention_ms)
     return rc == EVBUS_STEP_DONE ? n : -1;
 }
 
+/* How often to look for expired events: half the retention, within [0.1 s, 10 s]. */
+static int64_t expiry_interval_us(int64_t retention_ms)
+{
+    int64_t ms = retention_ms / 2;
+    ms = ms < 100 ? 100 : ms > RETENTION_EVERY_MS ? RETENTION_EVERY_MS : ms;
+    return ms * 1000;
+}
+
 static void *writer_main(void *arg)
 {
     eb_writer_t *w = arg;
@@ -236,7 +244,7 @@ static void *writer_main(void *arg)
                 pthread_mutex_unlock(&w->lock);
                 int64_t n = expire_batch(st, w->retention_ms);
                 if (n < RETENTION_BATCH)
-                    next_expiry = evbus_mono_us() + RETENTION_EVERY_MS * 1000;
+                    next_expiry = evbus_mono_us() + expiry_interval_us(w->retention_ms);
                 pthread_mutex_lock(&w->lock);
                 continue;
             }

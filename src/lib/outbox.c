@@ -49,6 +49,10 @@ static const evbus_sql_t SQL_PENDING = {{
 static const evbus_sql_t SQL_MARK = {{
     "UPDATE evbus_outbox SET status = ?, published_at = ?, last_error = ? WHERE seq = ?",
 }};
+static const evbus_sql_t SQL_EXPIRE = {{
+    "DELETE FROM evbus_outbox WHERE seq IN (SELECT seq FROM evbus_outbox"
+    " WHERE status = 'published' AND published_at < ? ORDER BY seq LIMIT 1000)",
+}};
 static const evbus_sql_t SQL_COUNT = {{
     "SELECT (SELECT count(*) FROM evbus_outbox WHERE status = 'pending'),"
     " (SELECT count(*) FROM evbus_outbox WHERE status = 'rejected')",
@@ -170,6 +174,27 @@ static evbus_err_t mark(evbus_store_t *st, const batch_t *b, const char *status,
     return evbus_store_commit(st);
 }
 
+/* Deletes published rows past the retention, one bounded batch per call; pending and
+ * rejected rows are never deleted. Returns 1 if a full batch went (more may remain). */
+static int expire(evbus_relay_t *r, evbus_store_t *st)
+{
+    if (r->o.retention_ms <= 0)
+        return 0;
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_EXPIRE);
+    if (!s)
+        return 0;
+    evbus_stmt_bind_int64(s, 1, evbus_now_ms() - r->o.retention_ms);
+    int rc = evbus_stmt_step(s, NULL);
+    int64_t n = evbus_stmt_changes(s);
+    evbus_stmt_done(s);
+    if (rc == EVBUS_STEP_DONE && n > 0) {
+        char c[24];
+        snprintf(c, sizeof c, "%lld", (long long)n);
+        evbus_log_kv(EVBUS_LOG_DEBUG, "relay: expired published outbox rows", "count", c, NULL);
+    }
+    return rc == EVBUS_STEP_DONE && n == 1000;
+}
+
 static void refresh_counts(evbus_relay_t *r, evbus_store_t *st)
 {
     evbus_stmt_t *s = evbus_store_prepare(st, &SQL_COUNT);
@@ -254,7 +279,11 @@ static void *relay_main(void *arg)
         if (b->n == 0) {
             refresh_counts(r, st);
             limit = r->o.batch;
-            if (wait_for(r, SAFETY_POLL_MS))
+            int more = expire(r, st);
+            int64_t idle = r->o.retention_ms > 0 && r->o.retention_ms / 2 < SAFETY_POLL_MS
+                               ? r->o.retention_ms / 2 + 1
+                               : SAFETY_POLL_MS;
+            if (!more && wait_for(r, idle))
                 break;
             continue;
         }
@@ -282,6 +311,7 @@ static void *relay_main(void *arg)
                              "detail", err, "delay_ms", d, NULL);
             attempt++;
             refresh_counts(r, st);
+            expire(r, st); /* published rows keep ageing while the eventbus is away */
             /* only a stop ends the wait early: new commits must not defeat the backoff */
             int64_t end = evbus_mono_us() + delay * 1000;
             while (evbus_mono_us() < end) {

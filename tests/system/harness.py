@@ -247,24 +247,28 @@ class Stack:
     """eventbus + auth-service + user-service in one temporary directory, each with its
     own database: SQLite files there, or fresh databases on the PostgreSQL cluster."""
 
-    def __init__(self, workdir, users=True, auth=True):
+    def __init__(self, workdir, users=True, auth=True, env=None, prepare=None):
+        """env: extra variables per service name; prepare(stack) runs after the databases
+        exist and before any service starts (to lay down an older schema, say)."""
         self.workdir = workdir
+        env = env or {}
         self.db = {}
         for name in ("eventbus", "auth", "users"):
             if PG:
                 self.db[name] = PG.url(PG.create_db(name))
             else:
                 self.db[name] = os.path.join(workdir, f"{name}.db")
-        common = {"EVENTBUS_LOG_LEVEL": "info"}
+        if prepare:
+            prepare(self)
         self.eventbus = Service("eventbus", "eventbus", workdir,
-                                dict(common, EVENTBUS_DB=self.db["eventbus"]))
+                                dict(EVENTBUS_DB=self.db["eventbus"], **env.get("eventbus", {})))
         self.eventbus.start()
         bus = f"http://127.0.0.1:{self.eventbus.port}"
         self.auth = Service("auth", "auth-service", workdir,
-                            {"AUTH_DB": self.db["auth"], "AUTH_EVENTBUS_URL": bus})
+                            dict(AUTH_DB=self.db["auth"], AUTH_EVENTBUS_URL=bus, **env.get("auth", {})))
         self.users = Service("users", "user-service", workdir,
-                             {"USERS_DB": self.db["users"], "USERS_EVENTBUS_URL": bus,
-                              "USERS_POLL_WAIT_S": "5"})
+                             dict(USERS_DB=self.db["users"], USERS_EVENTBUS_URL=bus, USERS_POLL_WAIT_S="5",
+                                  **env.get("users", {})))
         self.services = [self.eventbus]
         try:
             if auth:
@@ -294,6 +298,18 @@ class Stack:
         body = {"email": email or f"u{uuid.uuid4().hex[:12]}@example.com", "password": password,
                 "displayName": name}
         return self.auth.post("/api/auth/register", body, headers=headers)
+
+    def execute(self, name, sql):
+        """Runs SQL (several statements allowed) on one service's database."""
+        if PG:
+            PG.psql(self.db[name].rsplit("/", 1)[1], sql)
+            return
+        import sqlite3
+        con = sqlite3.connect(self.db[name], timeout=10)
+        try:
+            con.executescript(sql)
+        finally:
+            con.close()
 
     def rows(self, name, sql):
         """Rows of a query on one service's database, as tuples (numbers as int)."""
