@@ -12,11 +12,13 @@
 
 #include "evbus/backoff.h"
 #include "evbus/http_client.h"
+#include "evbus/id.h"
 #include "evbus/log.h"
 #include "evbus/util.h"
 
 #define SAFETY_POLL_MS 5000
 #define MAX_BATCH 500
+#define CLAIM_GRACE_MS 5000 /* a claim outlives the request timeout by this much */
 
 #define OUTBOX_V1(seq_column)                                                                      \
     "CREATE TABLE evbus_outbox ("                                                                  \
@@ -37,24 +39,47 @@ static const evbus_migration_t outbox_migrations[] = {
        [EVBUS_DIALECT_PG] = OUTBOX_V1("BIGSERIAL PRIMARY KEY")}}},
     /* retention deletes published rows by age */
     {2, {{"CREATE INDEX evbus_outbox_published ON evbus_outbox (published_at)"}}},
+    /* claims: several relays on one database, one in-flight row per ordering key */
+    {3,
+     {{"ALTER TABLE evbus_outbox ADD COLUMN ordering_key TEXT;"
+       "ALTER TABLE evbus_outbox ADD COLUMN claim_id TEXT;"
+       "ALTER TABLE evbus_outbox ADD COLUMN claimed_until BIGINT;"
+       "CREATE INDEX evbus_outbox_key ON evbus_outbox (ordering_key, seq);"}}},
 };
 
 static const evbus_sql_t SQL_APPEND = {{
-    "INSERT INTO evbus_outbox (event_id, type, correlation_id, payload, created_at) "
-    "VALUES (?, ?, ?, ?, ?)",
+    "INSERT INTO evbus_outbox (event_id, type, correlation_id, payload, created_at, ordering_key)"
+    " VALUES (?, ?, ?, ?, ?, ?)",
 }};
-static const evbus_sql_t SQL_PENDING = {{
-    "SELECT seq, payload FROM evbus_outbox WHERE status = 'pending' ORDER BY seq LIMIT ?",
+/* Claims rows by status: pending ones, and in-flight ones whose claim expired (a relay
+ * died). A row is skipped while an earlier row with its ordering key is unpublished, so
+ * one key has at most one row in flight and keys keep their order across relays. On
+ * PostgreSQL rows another relay is claiming are skipped, not waited for. */
+#define CLAIM(lock)                                                                                \
+    "UPDATE evbus_outbox SET status = 'inflight', claim_id = ?, claimed_until = ?"                 \
+    " WHERE seq IN (SELECT o.seq FROM evbus_outbox o"                                              \
+    "  WHERE (o.status = 'pending' OR (o.status = 'inflight' AND o.claimed_until < ?))"            \
+    "  AND NOT EXISTS (SELECT 1 FROM evbus_outbox p WHERE p.ordering_key = o.ordering_key"         \
+    "   AND p.seq < o.seq AND p.status IN ('pending', 'inflight'))"                                \
+    "  ORDER BY o.seq LIMIT ?" lock ")"                                                            \
+    " RETURNING seq, payload"
+static const evbus_sql_t SQL_CLAIM = {{
+    [EVBUS_DIALECT_SQLITE] = CLAIM(""),
+    [EVBUS_DIALECT_PG] = CLAIM(" FOR UPDATE SKIP LOCKED"),
 }};
 static const evbus_sql_t SQL_MARK = {{
-    "UPDATE evbus_outbox SET status = ?, published_at = ?, last_error = ? WHERE seq = ?",
+    "UPDATE evbus_outbox SET status = ?, published_at = ?, last_error = ?, claim_id = NULL"
+    " WHERE seq = ? AND claim_id = ?",
+}};
+static const evbus_sql_t SQL_RELEASE = {{
+    "UPDATE evbus_outbox SET status = 'pending', claim_id = NULL WHERE seq = ? AND claim_id = ?",
 }};
 static const evbus_sql_t SQL_EXPIRE = {{
     "DELETE FROM evbus_outbox WHERE seq IN (SELECT seq FROM evbus_outbox"
     " WHERE status = 'published' AND published_at < ? ORDER BY seq LIMIT 1000)",
 }};
 static const evbus_sql_t SQL_COUNT = {{
-    "SELECT (SELECT count(*) FROM evbus_outbox WHERE status = 'pending'),"
+    "SELECT (SELECT count(*) FROM evbus_outbox WHERE status IN ('pending', 'inflight')),"
     " (SELECT count(*) FROM evbus_outbox WHERE status = 'rejected')",
 }};
 
@@ -77,6 +102,7 @@ evbus_err_t evbus_outbox_append(evbus_store_t *st, const evbus_event_t *ev)
         evbus_stmt_bind_text(s, 3, evbus_event_correlation(ev));
         evbus_stmt_bind_text(s, 4, payload);
         evbus_stmt_bind_int64(s, 5, evbus_now_ms());
+        evbus_stmt_bind_text(s, 6, evbus_event_subject(ev));
         int constraint;
         int step = evbus_stmt_step(s, &constraint);
         rc = step == EVBUS_STEP_DONE ? EVBUS_ERR_OK
@@ -88,6 +114,11 @@ evbus_err_t evbus_outbox_append(evbus_store_t *st, const evbus_event_t *ev)
     return rc;
 }
 
+typedef struct {
+    int64_t seq;
+    char *payload;
+} claimed_t;
+
 struct evbus_relay {
     evbus_relay_opts_t o;
     char *store_url, *url, *auth_header;
@@ -96,6 +127,8 @@ struct evbus_relay {
     pthread_cond_t cond;
     int woken, stop;
     volatile int abort_flag;
+    char claim_id[EVBUS_UUID_STRLEN]; /* this relay's claims */
+    claimed_t rows[MAX_BATCH];        /* relay thread's scratch for claim_batch */
     atomic_llong pending, rejected;
     atomic_int bus_ok;
 };
@@ -126,43 +159,85 @@ static int batch_append(batch_t *b, const char *s)
     return 0;
 }
 
-/* Loads up to limit pending rows into b as a JSON array. */
-static evbus_err_t load_batch(evbus_store_t *st, unsigned limit, batch_t *b)
+static int by_seq(const void *a, const void *b)
 {
+    int64_t x = ((const claimed_t *)a)->seq, y = ((const claimed_t *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* Claims up to limit rows for this relay and puts them, in sequence order, into b as a
+ * JSON array. Relay thread only. */
+static evbus_err_t claim_batch(evbus_relay_t *r, evbus_store_t *st, unsigned limit, batch_t *b)
+{
+    claimed_t *rows = r->rows;
+    unsigned n = 0;
     b->n = 0;
     b->len = 0;
-    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_PENDING);
-    if (!s)
+    if (evbus_store_begin(st) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
-    evbus_stmt_bind_int64(s, 1, limit);
-    int rc;
-    while ((rc = evbus_stmt_step(s, NULL)) == EVBUS_STEP_ROW) {
-        if (batch_append(b, evbus_stmt_text(s, 1)) != 0) {
-            rc = EVBUS_STEP_ERROR;
-            break;
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_CLAIM);
+    int rc = EVBUS_STEP_ERROR;
+    if (s) {
+        int64_t now = evbus_now_ms();
+        evbus_stmt_bind_text(s, 1, r->claim_id);
+        evbus_stmt_bind_int64(s, 2, now + r->o.timeout_ms + CLAIM_GRACE_MS);
+        evbus_stmt_bind_int64(s, 3, now);
+        evbus_stmt_bind_int64(s, 4, limit);
+        while ((rc = evbus_stmt_step(s, NULL)) == EVBUS_STEP_ROW && n < MAX_BATCH) {
+            rows[n].seq = evbus_stmt_int64(s, 0);
+            rows[n].payload = strdup(evbus_stmt_text(s, 1));
+            if (!rows[n++].payload) {
+                rc = EVBUS_STEP_ERROR;
+                break;
+            }
         }
-        b->seq[b->n++] = evbus_stmt_int64(s, 0);
+        evbus_stmt_done(s);
     }
-    evbus_stmt_done(s);
+    evbus_err_t err = EVBUS_ERR_DB;
+    if (rc == EVBUS_STEP_DONE)
+        err = evbus_store_commit(st);
+    else
+        evbus_store_rollback(st);
+    qsort(rows, n, sizeof rows[0], by_seq); /* RETURNING has no order */
+    for (unsigned i = 0; i < n; i++) {
+        if (err == EVBUS_ERR_OK && batch_append(b, rows[i].payload) == 0)
+            b->seq[b->n++] = rows[i].seq;
+        else if (err == EVBUS_ERR_OK)
+            err = EVBUS_ERR_NOMEM;
+        free(rows[i].payload);
+    }
+    if (err != EVBUS_ERR_OK) {
+        b->n = 0; /* claims not sent expire and are taken again */
+        return err;
+    }
     if (b->n) {
         b->body[b->len++] = ']';
         b->body[b->len] = '\0';
     }
-    return rc == EVBUS_STEP_DONE ? EVBUS_ERR_OK : EVBUS_ERR_DB;
+    return EVBUS_ERR_OK;
 }
 
-static evbus_err_t mark(evbus_store_t *st, const batch_t *b, const char *status, const char *error)
+/* Settles this relay's claims on b's rows: status "published" or "rejected", or NULL to
+ * give them back as pending. */
+static evbus_err_t mark(evbus_relay_t *r, evbus_store_t *st, const batch_t *b, const char *status,
+                        const char *error)
 {
     if (evbus_store_begin(st) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
-    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_MARK);
+    evbus_stmt_t *s = evbus_store_prepare(st, status ? &SQL_MARK : &SQL_RELEASE);
     evbus_err_t rc = s ? EVBUS_ERR_OK : EVBUS_ERR_DB;
     int64_t now = evbus_now_ms();
     for (unsigned i = 0; s && i < b->n && rc == EVBUS_ERR_OK; i++) {
-        evbus_stmt_bind_text(s, 1, status);
-        evbus_stmt_bind_int64(s, 2, now);
-        evbus_stmt_bind_text(s, 3, error);
-        evbus_stmt_bind_int64(s, 4, b->seq[i]);
+        if (status) {
+            evbus_stmt_bind_text(s, 1, status);
+            evbus_stmt_bind_int64(s, 2, now);
+            evbus_stmt_bind_text(s, 3, error);
+            evbus_stmt_bind_int64(s, 4, b->seq[i]);
+            evbus_stmt_bind_text(s, 5, r->claim_id);
+        } else {
+            evbus_stmt_bind_int64(s, 1, b->seq[i]);
+            evbus_stmt_bind_text(s, 2, r->claim_id);
+        }
         if (evbus_stmt_step(s, NULL) != EVBUS_STEP_DONE)
             rc = EVBUS_ERR_DB;
         evbus_stmt_done(s);
@@ -271,7 +346,7 @@ static void *relay_main(void *arg)
     evbus_http_client_set_abort(http, &r->abort_flag);
     evbus_log_kv(EVBUS_LOG_INFO, "relay started", "eventbus", r->url, NULL);
     for (;;) {
-        if (load_batch(st, limit, b) != EVBUS_ERR_OK) {
+        if (claim_batch(r, st, limit, b) != EVBUS_ERR_OK) {
             if (wait_for(r, evbus_backoff_delay(&bo, attempt++)))
                 break;
             continue;
@@ -293,16 +368,18 @@ static void *relay_main(void *arg)
             if (attempt)
                 evbus_log_kv(EVBUS_LOG_INFO, "relay: eventbus reachable again", NULL);
             attempt = 0;
-            if (mark(st, b, "published", NULL) != EVBUS_ERR_OK)
+            if (mark(r, st, b, "published", NULL) != EVBUS_ERR_OK)
                 evbus_log_error("relay: cannot mark rows published (they will be resent)");
             else
                 evbus_log_debug("relay: published %u events", b->n);
         } else if (outcome == 2 && b->n > 1) {
+            mark(r, st, b, NULL, NULL);
             limit = 1; /* find the refused event: send one at a time */
         } else if (outcome == 2) {
             evbus_log_kv(EVBUS_LOG_ERROR, "relay: event parked as rejected", "detail", err, NULL);
-            mark(st, b, "rejected", err);
+            mark(r, st, b, "rejected", err);
         } else {
+            mark(r, st, b, NULL, NULL);
             int64_t delay = evbus_backoff_delay(&bo, attempt);
             char d[24];
             snprintf(d, sizeof d, "%lld", (long long)delay);
@@ -342,6 +419,7 @@ evbus_relay_t *evbus_relay_start(const evbus_relay_opts_t *opts)
     r->o = *opts;
     if (r->o.batch == 0 || r->o.batch > MAX_BATCH)
         r->o.batch = 100;
+    evbus_uuid7(r->claim_id);
     size_t ul = strlen(opts->eventbus_url) + 32;
     r->url = malloc(ul);
     r->store_url = strdup(opts->store_url);

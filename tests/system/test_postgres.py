@@ -166,3 +166,56 @@ def test_database_down_under_load(stack):
         return set(accepted) <= seen
 
     wait_until(drained, timeout=60, interval=0, what="every accepted event delivered")
+
+
+def test_two_relays_share_one_outbox_in_key_order(tmp_path):
+    """Two auth-service processes on one database: their relays claim outbox rows with
+    SKIP LOCKED, one row in flight per key, so each key's events reach the eventbus in
+    outbox order and every event arrives."""
+    import json
+    relay_env = {"AUTH_RELAY_BATCH": "7", "AUTH_LOG_LEVEL": "debug"}
+    stack = harness.Stack(str(tmp_path), users=False, env={"auth": relay_env})
+    try:
+        auth2 = Service("auth2", "auth-service", stack.workdir,
+                        dict(relay_env, AUTH_DB=stack.db["auth"],
+                             AUTH_EVENTBUS_URL=f"http://127.0.0.1:{stack.eventbus.port}"))
+        auth2.start()
+        stack.services.append(auth2)
+        bus = stack.eventbus
+        assert bus.post("/api/subscriptions", {"name": "steps", "topic": "STEP", "from": "earliest"}).status == 201
+        keys = [f"key{i}" for i in range(10)]
+        values, expected = [], {k: [] for k in keys}
+        for i in range(400):
+            key = keys[(i * 7) % 10 if i % 3 else i % 10]
+            ev = make_event("Step", subject=key, data={"i": i})
+            expected[key].append(ev["id"])
+            body = json.dumps(ev).replace("'", "''")
+            values.append(f"('{ev['id']}', 'Step', '{body}', 0, '{key}')")
+        stack.execute("auth", "INSERT INTO evbus_outbox (event_id, type, payload, created_at, ordering_key)"
+                              " VALUES " + ",".join(values))
+        # a registration on each instance wakes both relays
+        for svc in (stack.auth, auth2):
+            r = svc.post("/api/auth/register", {"email": f"{svc.name}@example.com",
+                                                "password": "correct horse battery", "displayName": "x"})
+            assert r.status == 201
+        seen = []
+
+        def drained():
+            r = bus.get("/api/subscriptions/steps/events?max=1000&wait=1")
+            body = r.json
+            seen.extend(e["event"]["id"] for e in body["events"])
+            if body["events"]:
+                bus.post("/api/subscriptions/steps/ack", {"position": body["next"]})
+            return len(seen) >= 400
+
+        wait_until(drained, timeout=60, interval=0, what="400 events relayed")
+        assert len(seen) == len(set(seen)) == 400
+        pos = {eid: n for n, eid in enumerate(seen)}
+        for k in keys:
+            assert [pos[e] for e in expected[k]] == sorted(pos[e] for e in expected[k]), k
+        assert stack.count("auth", "SELECT count(*) FROM evbus_outbox WHERE status <> 'published'") == 0
+        # both relays did part of the work
+        for svc in (stack.auth, auth2):
+            assert any(l["msg"].startswith("relay: published") for l in svc.lines()), svc.name
+    finally:
+        stack.stop()

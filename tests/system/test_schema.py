@@ -14,7 +14,7 @@ def test_fresh_databases_reach_the_current_versions(stack):
         return dict(stack.rows(name, "SELECT component, version FROM evbus_schema"))
 
     assert versions("eventbus") == {"eventbus": 2}
-    assert versions("auth") == {"auth": 1, "outbox": 2}
+    assert versions("auth") == {"auth": 1, "outbox": 3}
     assert versions("users") == {"users": 1, "inbox": 1}
 
 
