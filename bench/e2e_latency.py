@@ -5,17 +5,19 @@ directory, registers N users one after another and, for each, measures the time 
 the register response (the auth transaction has committed; Argon2id is already behind
 us) until GET /api/users/{id} answers 200. Prints p50/p90/p99/max in milliseconds.
 
-usage: EVBUS_BIN_DIR=build python3 bench/e2e_latency.py [N]
+usage: EVBUS_BIN_DIR=build python3 bench/e2e_latency.py [N] [--backend pg]
 """
 import http.client
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "system"))
+import harness  # noqa: E402
 from harness import Stack  # noqa: E402
 
 
@@ -25,7 +27,27 @@ def pct(values, p):
 
 
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    import argparse
+    ap = argparse.ArgumentParser(description="end-to-end propagation latency")
+    ap.add_argument("n", type=int, nargs="?", default=1000, help="registrations")
+    ap.add_argument("--backend", choices=["sqlite", "pg"], default="sqlite")
+    opts = ap.parse_args()
+    n = opts.n
+    pg_dir = None
+    if opts.backend == "pg":
+        pg_dir = tempfile.mkdtemp(prefix="evbus-bench-pg-")
+        harness.PG = harness.PgCluster(pg_dir)
+        harness.PG.start()
+    try:
+        run(n)
+    finally:
+        if pg_dir:
+            harness.PG.stop("fast")
+            shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def run(n):
+    backend = "PostgreSQL, synchronous commit" if harness.PG else "embedded default, SQLite synchronous=FULL"
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(tmp)
         try:
@@ -48,7 +70,7 @@ def main():
                     if g.status == 200:
                         break
                 lat.append((time.perf_counter() - t0) * 1000)
-            print(f"e2e propagation over {n} registrations (embedded default, SQLite synchronous=FULL):")
+            print(f"e2e propagation over {n} registrations ({backend}):")
             print(f"  p50 {pct(lat, 50):.2f} ms  p90 {pct(lat, 90):.2f} ms  p99 {pct(lat, 99):.2f} ms"
                   f"  max {max(lat):.2f} ms  mean {statistics.mean(lat):.2f} ms")
         finally:

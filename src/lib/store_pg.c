@@ -81,12 +81,24 @@ static const char *pg_errmsg(const evbus_store_t *st)
     return ((const pg_store_t *)st)->err;
 }
 
+/* A pooled connection whose server restarted looks fine until it is used; the first
+ * use then fails with the connection broken. Outside a transaction that use is
+ * repeated once on a fresh connection (the statement never reached the new server). */
+static int retry_on_fresh(pg_store_t *s)
+{
+    return !s->in_tx && PQstatus(s->conn) != CONNECTION_OK && ensure(s) == 0;
+}
+
 /* Runs a command without parameters; the result must be COMMAND_OK or TUPLES_OK. */
 static evbus_err_t run(pg_store_t *s, const char *sql)
 {
     if (ensure(s) != 0)
         return EVBUS_ERR_UNAVAILABLE;
     PGresult *r = PQexec(s->conn, sql);
+    if (PQresultStatus(r) == PGRES_FATAL_ERROR && retry_on_fresh(s)) {
+        PQclear(r);
+        r = PQexec(s->conn, sql);
+    }
     ExecStatusType st = PQresultStatus(r);
     evbus_err_t rc = EVBUS_ERR_OK;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -244,26 +256,39 @@ static evbus_err_t pg_bind_null(evbus_stmt_t *st, int idx)
     return set_param((pg_stmt_t *)st, idx, NULL);
 }
 
-static int execute(pg_stmt_t *q, int *constraint)
+/* Prepares (if this connection has not yet) and executes q; 0 when a result came. */
+static int execute_once(pg_stmt_t *q)
 {
     pg_store_t *s = q->st;
     if (ensure(s) != 0)
-        return EVBUS_STEP_ERROR;
+        return -1;
     if (q->gen != s->gen || q->gen == 0) {
         PGresult *r = PQprepare(s->conn, q->name, q->sql, q->nparams, NULL);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         if (!ok)
             set_err(s, PQerrorMessage(s->conn));
         PQclear(r);
-        if (!ok) {
-            evbus_log_error("postgres: prepare failed: %s", s->err);
-            return EVBUS_STEP_ERROR;
-        }
+        if (!ok)
+            return -1;
         q->gen = s->gen;
     }
+    PQclear(q->res);
     q->res =
         PQexecPrepared(s->conn, q->name, q->nparams, (const char *const *)q->params, NULL, NULL, 0);
+    return 0;
+}
+
+static int execute(pg_stmt_t *q, int *constraint)
+{
+    pg_store_t *s = q->st;
+    int rc = execute_once(q);
+    if ((rc != 0 || PQresultStatus(q->res) == PGRES_FATAL_ERROR) && retry_on_fresh(s))
+        rc = execute_once(q);
     q->executed = 1;
+    if (rc != 0) {
+        evbus_log_error("postgres: %s", s->err);
+        return EVBUS_STEP_ERROR;
+    }
     ExecStatusType st = PQresultStatus(q->res);
     if (st == PGRES_TUPLES_OK) {
         q->nrows = PQntuples(q->res);

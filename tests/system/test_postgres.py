@@ -159,6 +159,7 @@ def test_database_down_under_load(stack):
 
     def drained():
         r = bus.get("/api/subscriptions/load/events?max=1000")
+        assert r.status == 200, r.body
         body = r.json
         seen.update(e["event"]["id"] for e in body["events"])
         if body["events"]:
