@@ -20,11 +20,34 @@ evbus_err_t evbus_outbox_append(evbus_store_t *st, const evbus_event_t *ev);
 
 typedef struct evbus_relay evbus_relay_t;
 
+/* One claimed outbox row, as a sink sees it. */
+typedef struct {
+    int64_t seq;
+    const char *payload; /* the event, CloudEvents JSON */
+    const char *type;
+    const char *key; /* ordering key (the event's subject), may be NULL */
+} evbus_outbox_row_t;
+
+enum { EVBUS_RELAY_SENT = 0, EVBUS_RELAY_RETRY = 1, EVBUS_RELAY_REFUSED = 2 };
+
+/* Where a relay sends rows. send() delivers rows (in order) and sets outcome[i] to
+ * EVBUS_RELAY_SENT once row i is durably accepted, EVBUS_RELAY_RETRY to send it again
+ * later (always with the same event id), or EVBUS_RELAY_REFUSED when the destination
+ * refuses it as invalid; err describes a failure. Returns 1 if the destination was
+ * reachable. Called on the relay thread only. */
+typedef struct {
+    const char *name;
+    int (*send)(void *ud, const evbus_outbox_row_t *rows, unsigned n, int *outcome, char *err,
+                size_t errlen);
+    void *ud;
+} evbus_relay_sink_t;
+
 typedef struct {
     const char *store_url;    /* the service's database (the relay opens its own connection) */
-    const char *eventbus_url; /* e.g. http://127.0.0.1:5020 */
-    const char *api_key;      /* sent as Bearer token when not NULL */
-    unsigned batch;           /* events per publish request */
+    const char *eventbus_url; /* e.g. http://127.0.0.1:5020, for the default sink */
+    const evbus_relay_sink_t *sink; /* NULL: publish to eventbus_url over HTTP */
+    const char *api_key;            /* sent as Bearer token when not NULL */
+    unsigned batch;                 /* events per publish request */
     int64_t backoff_initial_ms, backoff_cap_ms;
     long timeout_ms;
     int64_t retention_ms; /* published rows older than this are deleted; 0 keeps them */

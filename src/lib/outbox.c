@@ -62,7 +62,7 @@ static const evbus_sql_t SQL_APPEND = {{
     "  AND NOT EXISTS (SELECT 1 FROM evbus_outbox p WHERE p.ordering_key = o.ordering_key"         \
     "   AND p.seq < o.seq AND p.status IN ('pending', 'inflight'))"                                \
     "  ORDER BY o.seq LIMIT ?" lock ")"                                                            \
-    " RETURNING seq, payload"
+    " RETURNING seq, payload, type, ordering_key"
 static const evbus_sql_t SQL_CLAIM = {{
     [EVBUS_DIALECT_SQLITE] = CLAIM(""),
     [EVBUS_DIALECT_PG] = CLAIM(" FOR UPDATE SKIP LOCKED"),
@@ -114,65 +114,54 @@ evbus_err_t evbus_outbox_append(evbus_store_t *st, const evbus_event_t *ev)
     return rc;
 }
 
-typedef struct {
-    int64_t seq;
-    char *payload;
-} claimed_t;
-
 struct evbus_relay {
     evbus_relay_opts_t o;
+    evbus_relay_sink_t sink;
     char *store_url, *url, *auth_header;
+    evbus_http_client_t *http; /* the default sink's client */
+    char *body;                /* the default sink's request body */
+    size_t body_cap;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int woken, stop;
     volatile int abort_flag;
     char claim_id[EVBUS_UUID_STRLEN]; /* this relay's claims */
-    claimed_t rows[MAX_BATCH];        /* relay thread's scratch for claim_batch */
     atomic_llong pending, rejected;
     atomic_int bus_ok;
 };
 
 typedef struct {
-    int64_t seq[MAX_BATCH];
+    evbus_outbox_row_t rows[MAX_BATCH]; /* strings owned by the batch */
+    int outcome[MAX_BATCH];
     unsigned n;
-    char *body;
-    size_t len, cap;
 } batch_t;
 
-static int batch_append(batch_t *b, const char *s)
+static void batch_clear(batch_t *b)
 {
-    size_t n = strlen(s);
-    if (b->len + n + 3 > b->cap) {
-        size_t cap = b->cap ? b->cap : 8192;
-        while (cap < b->len + n + 3)
-            cap *= 2;
-        char *nb = realloc(b->body, cap);
-        if (!nb)
-            return -1;
-        b->body = nb;
-        b->cap = cap;
+    for (unsigned i = 0; i < b->n; i++) {
+        free((char *)b->rows[i].payload);
+        free((char *)b->rows[i].type);
+        free((char *)b->rows[i].key);
     }
-    b->body[b->len++] = b->n ? ',' : '[';
-    memcpy(b->body + b->len, s, n);
-    b->len += n;
-    return 0;
+    b->n = 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
 }
 
 static int by_seq(const void *a, const void *b)
 {
-    int64_t x = ((const claimed_t *)a)->seq, y = ((const claimed_t *)b)->seq;
+    int64_t x = ((const evbus_outbox_row_t *)a)->seq, y = ((const evbus_outbox_row_t *)b)->seq;
     return x < y ? -1 : x > y;
 }
 
-/* Claims up to limit rows for this relay and puts them, in sequence order, into b as a
- * JSON array. Relay thread only. */
+/* Claims up to limit rows for this relay into b, in sequence order. Relay thread. */
 static evbus_err_t claim_batch(evbus_relay_t *r, evbus_store_t *st, unsigned limit, batch_t *b)
 {
-    claimed_t *rows = r->rows;
-    unsigned n = 0;
-    b->n = 0;
-    b->len = 0;
+    batch_clear(b);
     if (evbus_store_begin(st) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
     evbus_stmt_t *s = evbus_store_prepare(st, &SQL_CLAIM);
@@ -183,10 +172,13 @@ static evbus_err_t claim_batch(evbus_relay_t *r, evbus_store_t *st, unsigned lim
         evbus_stmt_bind_int64(s, 2, now + r->o.timeout_ms + CLAIM_GRACE_MS);
         evbus_stmt_bind_int64(s, 3, now);
         evbus_stmt_bind_int64(s, 4, limit);
-        while ((rc = evbus_stmt_step(s, NULL)) == EVBUS_STEP_ROW && n < MAX_BATCH) {
-            rows[n].seq = evbus_stmt_int64(s, 0);
-            rows[n].payload = strdup(evbus_stmt_text(s, 1));
-            if (!rows[n++].payload) {
+        while ((rc = evbus_stmt_step(s, NULL)) == EVBUS_STEP_ROW && b->n < MAX_BATCH) {
+            evbus_outbox_row_t *row = &b->rows[b->n++];
+            row->seq = evbus_stmt_int64(s, 0);
+            row->payload = dup_or_null(evbus_stmt_text(s, 1));
+            row->type = dup_or_null(evbus_stmt_text(s, 2));
+            row->key = dup_or_null(evbus_stmt_text(s, 3));
+            if (!row->payload || !row->type) {
                 rc = EVBUS_STEP_ERROR;
                 break;
             }
@@ -198,44 +190,35 @@ static evbus_err_t claim_batch(evbus_relay_t *r, evbus_store_t *st, unsigned lim
         err = evbus_store_commit(st);
     else
         evbus_store_rollback(st);
-    qsort(rows, n, sizeof rows[0], by_seq); /* RETURNING has no order */
-    for (unsigned i = 0; i < n; i++) {
-        if (err == EVBUS_ERR_OK && batch_append(b, rows[i].payload) == 0)
-            b->seq[b->n++] = rows[i].seq;
-        else if (err == EVBUS_ERR_OK)
-            err = EVBUS_ERR_NOMEM;
-        free(rows[i].payload);
-    }
     if (err != EVBUS_ERR_OK) {
-        b->n = 0; /* claims not sent expire and are taken again */
+        batch_clear(b); /* claims that were not sent expire and are taken again */
         return err;
     }
-    if (b->n) {
-        b->body[b->len++] = ']';
-        b->body[b->len] = '\0';
-    }
+    qsort(b->rows, b->n, sizeof b->rows[0], by_seq); /* RETURNING has no order */
     return EVBUS_ERR_OK;
 }
 
-/* Settles this relay's claims on b's rows: status "published" or "rejected", or NULL to
- * give them back as pending. */
-static evbus_err_t mark(evbus_relay_t *r, evbus_store_t *st, const batch_t *b, const char *status,
-                        const char *error)
+/* Settles this relay's claims by each row's outcome: sent rows become published,
+ * refused rows rejected (with err), the others pending again. */
+static evbus_err_t settle(evbus_relay_t *r, evbus_store_t *st, const batch_t *b, const char *err)
 {
     if (evbus_store_begin(st) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
-    evbus_stmt_t *s = evbus_store_prepare(st, status ? &SQL_MARK : &SQL_RELEASE);
-    evbus_err_t rc = s ? EVBUS_ERR_OK : EVBUS_ERR_DB;
+    evbus_stmt_t *mark = evbus_store_prepare(st, &SQL_MARK);
+    evbus_stmt_t *release = evbus_store_prepare(st, &SQL_RELEASE);
+    evbus_err_t rc = mark && release ? EVBUS_ERR_OK : EVBUS_ERR_DB;
     int64_t now = evbus_now_ms();
-    for (unsigned i = 0; s && i < b->n && rc == EVBUS_ERR_OK; i++) {
-        if (status) {
-            evbus_stmt_bind_text(s, 1, status);
+    for (unsigned i = 0; rc == EVBUS_ERR_OK && i < b->n; i++) {
+        evbus_stmt_t *s = b->outcome[i] == EVBUS_RELAY_RETRY ? release : mark;
+        if (s == mark) {
+            int sent = b->outcome[i] == EVBUS_RELAY_SENT;
+            evbus_stmt_bind_text(s, 1, sent ? "published" : "rejected");
             evbus_stmt_bind_int64(s, 2, now);
-            evbus_stmt_bind_text(s, 3, error);
-            evbus_stmt_bind_int64(s, 4, b->seq[i]);
+            evbus_stmt_bind_text(s, 3, sent ? NULL : err);
+            evbus_stmt_bind_int64(s, 4, b->rows[i].seq);
             evbus_stmt_bind_text(s, 5, r->claim_id);
         } else {
-            evbus_stmt_bind_int64(s, 1, b->seq[i]);
+            evbus_stmt_bind_int64(s, 1, b->rows[i].seq);
             evbus_stmt_bind_text(s, 2, r->claim_id);
         }
         if (evbus_stmt_step(s, NULL) != EVBUS_STEP_DONE)
@@ -302,49 +285,95 @@ static int wait_for(evbus_relay_t *r, int64_t ms)
     return stop;
 }
 
-/* Outcome of one send: 0 published, 1 retry later, 2 rejected as invalid. */
-static int send_batch(evbus_relay_t *r, evbus_http_client_t *http, const batch_t *b, char *err,
-                      size_t errlen)
+/* The default sink: the rows as one CloudEvents batch to the eventbus publish API,
+ * which stores all or none of them. */
+static int http_send(void *ud, const evbus_outbox_row_t *rows, unsigned n, int *outcome, char *err,
+                     size_t errlen)
 {
+    evbus_relay_t *r = ud;
+    size_t len = 1;
+    for (unsigned i = 0; i < n; i++)
+        len += strlen(rows[i].payload) + 1;
+    if (len + 1 > r->body_cap) {
+        char *nb = realloc(r->body, len + 1);
+        if (!nb) {
+            snprintf(err, errlen, "out of memory");
+            for (unsigned i = 0; i < n; i++)
+                outcome[i] = EVBUS_RELAY_RETRY;
+            return 1;
+        }
+        r->body = nb;
+        r->body_cap = len + 1;
+    }
+    size_t o = 0;
+    for (unsigned i = 0; i < n; i++) {
+        r->body[o++] = i ? ',' : '[';
+        size_t pl = strlen(rows[i].payload);
+        memcpy(r->body + o, rows[i].payload, pl);
+        o += pl;
+    }
+    r->body[o++] = ']';
+    r->body[o] = '\0';
     const char *headers[3] = {"Content-Type: application/cloudevents-batch+json", NULL, NULL};
     if (r->auth_header)
         headers[1] = r->auth_header;
     evbus_http_resp_t resp;
     evbus_err_t rc =
-        evbus_http_request(http, "POST", r->url, headers, b->body, b->len, r->o.timeout_ms, &resp);
-    int outcome;
+        evbus_http_request(r->http, "POST", r->url, headers, r->body, o, r->o.timeout_ms, &resp);
+    int result;
     if (rc != EVBUS_ERR_OK) {
         snprintf(err, errlen, "eventbus unreachable: %s", evbus_strerror(rc));
-        outcome = 1;
+        result = EVBUS_RELAY_RETRY;
     } else if (resp.status >= 200 && resp.status < 300) {
-        outcome = 0;
+        result = EVBUS_RELAY_SENT;
     } else if (resp.status == 400 || resp.status == 413 || resp.status == 422) {
         snprintf(err, errlen, "eventbus refused the event (%ld): %.300s", resp.status,
                  resp.body ? resp.body : "");
-        outcome = 2;
+        result = EVBUS_RELAY_REFUSED;
     } else {
         snprintf(err, errlen, "eventbus answered %ld", resp.status);
-        outcome = 1;
+        result = EVBUS_RELAY_RETRY;
     }
-    atomic_store(&r->bus_ok, rc == EVBUS_ERR_OK && resp.status < 500);
+    int reachable = rc == EVBUS_ERR_OK && resp.status < 500;
     evbus_http_resp_clear(&resp);
-    return outcome;
+    for (unsigned i = 0; i < n; i++)
+        outcome[i] = result;
+    return reachable;
+}
+
+/* Backs off after a failed send; returns 1 if the relay is stopping. */
+static int back_off(evbus_relay_t *r, evbus_store_t *st, evbus_backoff_t *bo, unsigned *attempt,
+                    const char *err)
+{
+    int64_t delay = evbus_backoff_delay(bo, *attempt);
+    char d[24];
+    snprintf(d, sizeof d, "%lld", (long long)delay);
+    if (*attempt == 0 || evbus_log_enabled(EVBUS_LOG_DEBUG))
+        evbus_log_kv(EVBUS_LOG_WARN, "relay: send failed, retrying with backoff", "sink",
+                     r->sink.name, "detail", err, "delay_ms", d, NULL);
+    (*attempt)++;
+    refresh_counts(r, st);
+    expire(r, st); /* published rows keep ageing while the destination is away */
+    /* only a stop ends the wait early: new commits must not defeat the backoff */
+    int64_t end = evbus_mono_us() + delay * 1000;
+    while (evbus_mono_us() < end)
+        if (wait_for(r, (end - evbus_mono_us()) / 1000 + 1))
+            return 1;
+    return 0;
 }
 
 static void *relay_main(void *arg)
 {
     evbus_relay_t *r = arg;
     evbus_store_t *st = evbus_store_open(r->store_url);
-    evbus_http_client_t *http = evbus_http_client_new(64 * 1024);
     batch_t *b = calloc(1, sizeof *b);
     evbus_backoff_t bo = {r->o.backoff_initial_ms, 2.0, r->o.backoff_cap_ms};
     unsigned attempt = 0, limit = r->o.batch;
-    if (!st || !http || !b) {
-        evbus_log_error("relay: cannot start (store or HTTP client)");
+    if (!st || !b) {
+        evbus_log_error("relay: cannot start (store)");
         goto out;
     }
-    evbus_http_client_set_abort(http, &r->abort_flag);
-    evbus_log_kv(EVBUS_LOG_INFO, "relay started", "eventbus", r->url, NULL);
+    evbus_log_kv(EVBUS_LOG_INFO, "relay started", "sink", r->sink.name, NULL);
     for (;;) {
         if (claim_batch(r, st, limit, b) != EVBUS_ERR_OK) {
             if (wait_for(r, evbus_backoff_delay(&bo, attempt++)))
@@ -363,38 +392,35 @@ static void *relay_main(void *arg)
             continue;
         }
         char err[400] = "";
-        int outcome = send_batch(r, http, b, err, sizeof err);
-        if (outcome == 0) {
-            if (attempt)
-                evbus_log_kv(EVBUS_LOG_INFO, "relay: eventbus reachable again", NULL);
-            attempt = 0;
-            if (mark(r, st, b, "published", NULL) != EVBUS_ERR_OK)
-                evbus_log_error("relay: cannot mark rows published (they will be resent)");
-            else
-                evbus_log_debug("relay: published %u events", b->n);
-        } else if (outcome == 2 && b->n > 1) {
-            mark(r, st, b, NULL, NULL);
-            limit = 1; /* find the refused event: send one at a time */
-        } else if (outcome == 2) {
+        atomic_store(&r->bus_ok,
+                     r->sink.send(r->sink.ud, b->rows, b->n, b->outcome, err, sizeof err));
+        unsigned sent = 0, retry = 0, refused = 0;
+        for (unsigned i = 0; i < b->n; i++) {
+            sent += b->outcome[i] == EVBUS_RELAY_SENT;
+            retry += b->outcome[i] == EVBUS_RELAY_RETRY;
+            refused += b->outcome[i] == EVBUS_RELAY_REFUSED;
+        }
+        if (refused && b->n > 1) {
+            /* find the refused event: the rest goes back, and rows go one at a time */
+            for (unsigned i = 0; i < b->n; i++)
+                if (b->outcome[i] == EVBUS_RELAY_REFUSED)
+                    b->outcome[i] = EVBUS_RELAY_RETRY;
+            limit = 1;
+        } else if (refused) {
             evbus_log_kv(EVBUS_LOG_ERROR, "relay: event parked as rejected", "detail", err, NULL);
-            mark(r, st, b, "rejected", err);
-        } else {
-            mark(r, st, b, NULL, NULL);
-            int64_t delay = evbus_backoff_delay(&bo, attempt);
-            char d[24];
-            snprintf(d, sizeof d, "%lld", (long long)delay);
-            if (attempt == 0 || evbus_log_enabled(EVBUS_LOG_DEBUG))
-                evbus_log_kv(EVBUS_LOG_WARN, "relay: publish failed, retrying with backoff",
-                             "detail", err, "delay_ms", d, NULL);
-            attempt++;
-            refresh_counts(r, st);
-            expire(r, st); /* published rows keep ageing while the eventbus is away */
-            /* only a stop ends the wait early: new commits must not defeat the backoff */
-            int64_t end = evbus_mono_us() + delay * 1000;
-            while (evbus_mono_us() < end) {
-                if (wait_for(r, (end - evbus_mono_us()) / 1000 + 1))
-                    goto out;
-            }
+        }
+        if (settle(r, st, b, err) != EVBUS_ERR_OK)
+            evbus_log_error("relay: cannot record the outcome (the rows will be sent again)");
+        else if (sent)
+            evbus_log_debug("relay: published %u events", sent);
+        if (retry && !(refused && b->n > 1)) {
+            if (back_off(r, st, &bo, &attempt, err))
+                break;
+        } else if (sent) {
+            if (attempt)
+                evbus_log_kv(EVBUS_LOG_INFO, "relay: destination reachable again", "sink",
+                             r->sink.name, NULL);
+            attempt = 0;
         }
         pthread_mutex_lock(&r->lock);
         int stop = r->stop;
@@ -404,9 +430,8 @@ static void *relay_main(void *arg)
     }
 out:
     if (b)
-        free(b->body);
+        batch_clear(b);
     free(b);
-    evbus_http_client_free(http);
     evbus_store_close(st);
     return NULL;
 }
@@ -420,11 +445,19 @@ evbus_relay_t *evbus_relay_start(const evbus_relay_opts_t *opts)
     if (r->o.batch == 0 || r->o.batch > MAX_BATCH)
         r->o.batch = 100;
     evbus_uuid7(r->claim_id);
-    size_t ul = strlen(opts->eventbus_url) + 32;
-    r->url = malloc(ul);
     r->store_url = strdup(opts->store_url);
-    if (r->url)
-        snprintf(r->url, ul, "%s/api/events/publish", opts->eventbus_url);
+    if (opts->sink) {
+        r->sink = *opts->sink;
+    } else {
+        size_t ul = strlen(opts->eventbus_url) + 32;
+        r->url = malloc(ul);
+        if (r->url)
+            snprintf(r->url, ul, "%s/api/events/publish", opts->eventbus_url);
+        r->http = evbus_http_client_new(64 * 1024);
+        if (r->http)
+            evbus_http_client_set_abort(r->http, &r->abort_flag);
+        r->sink = (evbus_relay_sink_t){"eventbus", http_send, r};
+    }
     if (opts->api_key) {
         size_t al = strlen(opts->api_key) + 32;
         r->auth_header = malloc(al);
@@ -438,7 +471,9 @@ evbus_relay_t *evbus_relay_start(const evbus_relay_opts_t *opts)
     pthread_cond_init(&r->cond, &ca);
     pthread_condattr_destroy(&ca);
     atomic_store(&r->bus_ok, 1);
-    if (!r->url || !r->store_url || pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+    if ((!opts->sink && (!r->url || !r->http)) || !r->store_url ||
+        pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+        evbus_http_client_free(r->http);
         free(r->url);
         free(r->store_url);
         free(r->auth_header);
@@ -475,6 +510,8 @@ void evbus_relay_stop(evbus_relay_t *r)
     pthread_join(r->thread, NULL);
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->cond);
+    evbus_http_client_free(r->http);
+    free(r->body);
     free(r->url);
     free(r->store_url);
     free(r->auth_header);
