@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 20
 JOBS       ?= $(shell nproc)
 SOURCES    := $(shell find include src tests/unit fuzz -name '*.[ch]' 2>/dev/null)
 
-.PHONY: all deps build asan run test unit system system-pg format format-check fuzz fuzz-smoke bench clean
+.PHONY: all deps build asan run test unit system system-pg system-kafka format format-check fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -26,8 +26,9 @@ run: build
 	@scripts/run.sh $(BUILD)
 
 # Every test: format, both builds warning-free, unit and system tests under
-# ASan+UBSan on SQLite and on PostgreSQL, and a short run of each fuzzer.
-test: format-check build asan unit system system-pg fuzz-smoke
+# ASan+UBSan on SQLite, on PostgreSQL and on PostgreSQL + Kafka, and a short run
+# of each fuzzer.
+test: format-check build asan unit system system-pg system-kafka fuzz-smoke
 
 unit: asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure
@@ -38,6 +39,11 @@ system: asan
 # the same system tests with every service on PostgreSQL (a throwaway cluster)
 system-pg: asan
 	@EVBUS_TEST_BACKEND=pg EVBUS_BIN_DIR=$(abspath $(ASAN_BUILD)) scripts/pytest.sh tests/system -q
+
+# once more on PostgreSQL with every eventbus relaying to a real Kafka broker
+system-kafka: asan
+	@EVBUS_TEST_BACKEND=pg EVBUS_TEST_BROKER=kafka EVBUS_BIN_DIR=$(abspath $(ASAN_BUILD)) \
+		scripts/pytest.sh tests/system -q
 
 format:
 	@clang-format -i $(SOURCES)

@@ -17,6 +17,10 @@
 evbus_err_t evbus_outbox_migrate(evbus_store_t *st);
 /* Appends ev inside the caller's open transaction. */
 evbus_err_t evbus_outbox_append(evbus_store_t *st, const evbus_event_t *ev);
+/* Same, from an event already serialized (payload) and its attributes; key and
+ * correlation may be NULL. EVBUS_ERR_CONFLICT if the id is already in the outbox. */
+evbus_err_t evbus_outbox_append_raw(evbus_store_t *st, const char *id, const char *type,
+                                    const char *correlation, const char *key, const char *payload);
 
 typedef struct evbus_relay evbus_relay_t;
 
@@ -57,7 +61,11 @@ typedef struct {
 evbus_relay_t *evbus_relay_start(const evbus_relay_opts_t *opts);
 /* Wakes the relay: call after committing a transaction that appended events. Any thread. */
 void evbus_relay_wake(evbus_relay_t *r);
-/* Counts of pending and rejected rows and whether the last attempt reached the bus. */
+/* Counts the rows not yet published (pending or in flight) and the rejected ones, on
+ * the caller's connection. */
+evbus_err_t evbus_outbox_backlog(evbus_store_t *st, int64_t *pending, int64_t *rejected);
+/* Counts of pending and rejected rows as of the relay's last look (cheap, may lag), and
+ * whether the last attempt reached the destination. */
 void evbus_relay_stats(evbus_relay_t *r, int64_t *pending, int64_t *rejected, int *bus_ok);
 /* Stops the thread and frees; a request in flight is aborted and its rows stay pending
  * (sent again, as duplicates the eventbus ignores, at the next start). NULL is a no-op. */

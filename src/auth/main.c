@@ -59,10 +59,12 @@ static void ready(evbus_req_t *req, void *ud)
     int db_ok = s && evbus_stmt_step(s, NULL) == EVBUS_STEP_ROW;
     if (s)
         evbus_stmt_done(s);
+    int64_t pending = -1, rejected = -1, ignored;
+    if (db_ok)
+        evbus_outbox_backlog(db, &pending, &rejected);
     evbus_store_pool_put(app->pool, db);
-    int64_t pending, rejected;
     int bus_ok;
-    evbus_relay_stats(app->relay, &pending, &rejected, &bus_ok);
+    evbus_relay_stats(app->relay, &ignored, &ignored, &bus_ok);
     /* registration works while the eventbus is away (the outbox holds the events), so
      * readiness depends on the database only; the relay's state is reported */
     evbus_req_reply_json(

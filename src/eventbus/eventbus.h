@@ -6,6 +6,7 @@
 
 #include "evbus/cloudevent.h"
 #include "evbus/http_server.h"
+#include "evbus/outbox.h"
 #include "evbus/store.h"
 
 #define EB_MAX_TOPIC 249 /* Kafka's limit, so topics carry over to the Kafka broker */
@@ -63,9 +64,16 @@ typedef struct eb_job {
 } eb_job_t;
 
 typedef struct eb_writer eb_writer_t;
-/* Starts the writer; when idle it also deletes events older than retention_ms. */
-eb_writer_t *eb_writer_start(const char *db_url, eb_waiters_t *waiters, unsigned max_group,
-                             int64_t retention_ms);
+typedef struct {
+    const char *db_url;
+    eb_waiters_t *waiters;
+    unsigned max_group;
+    int64_t retention_ms;        /* when idle, events older than this are deleted */
+    int outbox;                  /* also append new events to evbus_outbox (Kafka relay) */
+    void (*on_commit)(void *ud); /* after a commit that stored new events */
+    void *ud;
+} eb_writer_opts_t;
+eb_writer_t *eb_writer_start(const eb_writer_opts_t *opts);
 /* Suspends job->req and queues the job; the writer resumes the request after the commit
  * (or failure). Returns -1, without suspending, once the writer is stopping. */
 int eb_writer_submit(eb_writer_t *w, eb_job_t *job);
@@ -99,10 +107,24 @@ typedef struct eb_listener eb_listener_t;
 eb_listener_t *eb_listener_start(const char *db_url, eb_waiters_t *waiters);
 void eb_listener_stop(eb_listener_t *l);
 
+/* ---- broker_kafka.c: the relay sink to Apache Kafka ---- */
+typedef struct eb_kafka eb_kafka_t;
+eb_kafka_t *eb_kafka_new(const char *brokers, const eb_routes_t *routes, int partitions,
+                         int64_t retention_ms);
+/* The evbus_relay_sink_t send function; ud is the eb_kafka_t. Relay thread. */
+int eb_kafka_send(void *ud, const evbus_outbox_row_t *rows, unsigned n, int *outcome, char *err,
+                  size_t errlen);
+/* 0 while every broker is known to be down. Any thread. */
+int eb_kafka_up(eb_kafka_t *k);
+/* Makes a send in progress give up its waits (its events are sent again later). Any
+ * thread; for shutdown. */
+void eb_kafka_abort(eb_kafka_t *k);
+void eb_kafka_free(eb_kafka_t *k);
+
 /* ---- the daemon ---- */
 typedef struct {
-    char *host, *db, *routes, *log_level, *log_format;
-    int64_t port, threads, max_body, max_batch, max_wait, max_group, retention_s;
+    char *host, *db, *routes, *log_level, *log_format, *broker;
+    int64_t port, threads, max_body, max_batch, max_wait, max_group, retention_s, kafka_partitions;
 } eb_config_t;
 
 typedef struct {
@@ -113,6 +135,8 @@ typedef struct {
     eb_routes_t *routes;
     const eb_broker_ops_t *broker;
     eb_listener_t *listener;
+    eb_kafka_t *kafka;    /* NULL on the embedded broker */
+    evbus_relay_t *relay; /* outbox -> Kafka */
 } eb_app_t;
 
 void eb_publish_handler(evbus_req_t *req, void *app);

@@ -31,6 +31,12 @@ static const evbus_cfg_t config[] = {
     {"retention", "EVENTBUS_RETENTION_S", EVBUS_CFG_INT, 1, INT64_C(10) * 365 * 86400, "604800",
      "events older than this many seconds are deleted from the log", &g_app.cfg.retention_s, 0,
      NULL},
+    {"broker", "EVENTBUS_BROKER", EVBUS_CFG_STR, 1, 1024, "embedded",
+     "embedded (the database is the log) or kafka://HOST:PORT[,HOST:PORT...] to also relay "
+     "every event to Apache Kafka",
+     &g_app.cfg.broker, 0, NULL},
+    {"kafka-partitions", "EVENTBUS_KAFKA_PARTITIONS", EVBUS_CFG_INT, 1, 1000, "3",
+     "partitions of the Kafka topics the eventbus creates", &g_app.cfg.kafka_partitions, 0, NULL},
     {"routes", "EVENTBUS_ROUTES", EVBUS_CFG_STR, 0, 65536, "",
      "type->topic overrides, e.g. UserRegistered=USERS,OrderPlaced=ORDERS", &g_app.cfg.routes, 0,
      NULL},
@@ -56,11 +62,55 @@ static void ready(evbus_req_t *req, void *ud)
     evbus_store_pool_put(app->pool, db);
     int writer_ok = eb_writer_healthy(app->writer);
     int ok = db_ok && writer_ok && !evbus_http_stopping(req);
-    evbus_req_reply_json(req, ok ? 200 : 503,
-                         json_pack("{s:s, s:{s:s, s:s, s:s}, s:I}", "status", ok ? "up" : "down",
-                                   "checks", "database", db_ok ? "up" : "down", "writer",
-                                   writer_ok ? "up" : "down", "broker", app->broker->name, "head",
-                                   (json_int_t)head));
+    json_t *body =
+        json_pack("{s:s, s:{s:s, s:s, s:s}, s:I}", "status", ok ? "up" : "down", "checks",
+                  "database", db_ok ? "up" : "down", "writer", writer_ok ? "up" : "down", "broker",
+                  app->broker->name, "head", (json_int_t)head);
+    if (app->kafka) {
+        /* publishing goes on while Kafka is away (the outbox holds the events): Kafka's
+         * state and the backlog are reported, they do not make the eventbus unready */
+        int64_t pending = -1, rejected = -1, ignored;
+        int reached;
+        evbus_relay_stats(app->relay, &ignored, &ignored, &reached);
+        db = evbus_store_pool_get(app->pool);
+        evbus_outbox_backlog(db, &pending, &rejected);
+        evbus_store_pool_put(app->pool, db);
+        json_object_set_new(json_object_get(body, "checks"), "kafka",
+                            json_string(reached && eb_kafka_up(app->kafka) ? "up" : "unreachable"));
+        json_object_set_new(body, "outbox",
+                            json_pack("{s:I, s:I}", "pending", (json_int_t)pending, "rejected",
+                                      (json_int_t)rejected));
+    }
+    evbus_req_reply_json(req, ok ? 200 : 503, body);
+}
+
+static void wake_relay(void *ud)
+{
+    evbus_relay_wake(((eb_app_t *)ud)->relay);
+}
+
+/* With EVENTBUS_BROKER=kafka://..., starts the producer and the outbox relay to it. */
+static int start_kafka(eb_app_t *app, evbus_relay_sink_t *sink)
+{
+    const char *brokers = app->cfg.broker + strlen("kafka://");
+    if (!*brokers) {
+        evbus_log_error("config: EVENTBUS_BROKER: kafka:// needs HOST:PORT");
+        return -1;
+    }
+    if (!(app->kafka = eb_kafka_new(brokers, app->routes, (int)app->cfg.kafka_partitions,
+                                    app->cfg.retention_s * 1000)))
+        return -1;
+    *sink = (evbus_relay_sink_t){"kafka", eb_kafka_send, app->kafka};
+    evbus_relay_opts_t ro = {
+        .store_url = app->cfg.db,
+        .sink = sink,
+        .batch = 500,
+        .backoff_initial_ms = 100,
+        .backoff_cap_ms = 5000,
+        .timeout_ms = 15000,
+        .retention_ms = app->cfg.retention_s * 1000,
+    };
+    return (app->relay = evbus_relay_start(&ro)) ? 0 : -1;
 }
 
 static int setup_routes(evbus_http_server_t *http, eb_app_t *app)
@@ -114,15 +164,33 @@ int main(int argc, char **argv)
         evbus_log_error("config: EVENTBUS_ROUTES: %s", err);
         goto out;
     }
+    int kafka = strncmp(app->cfg.broker, "kafka://", 8) == 0;
+    if (!kafka && strcmp(app->cfg.broker, "embedded") != 0) {
+        evbus_log_error("config: EVENTBUS_BROKER must be embedded or kafka://HOST:PORT");
+        goto out;
+    }
     if (!(db = evbus_store_open(app->cfg.db)) ||
-        evbus_store_migrate(db, "eventbus", eb_migrations, eb_nmigrations) != EVBUS_ERR_OK)
+        evbus_store_migrate(db, "eventbus", eb_migrations, eb_nmigrations) != EVBUS_ERR_OK ||
+        evbus_outbox_migrate(db) != EVBUS_ERR_OK)
         goto out;
     evbus_store_close(db);
     db = NULL;
+    evbus_relay_sink_t sink;
+    if (kafka && start_kafka(app, &sink) != 0)
+        goto out;
     if (!(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads + 2)) ||
-        !(app->waiters = eb_waiters_new()) ||
-        !(app->writer = eb_writer_start(app->cfg.db, app->waiters, (unsigned)app->cfg.max_group,
-                                        app->cfg.retention_s * 1000)))
+        !(app->waiters = eb_waiters_new()))
+        goto out;
+    eb_writer_opts_t wo = {
+        .db_url = app->cfg.db,
+        .waiters = app->waiters,
+        .max_group = (unsigned)app->cfg.max_group,
+        .retention_ms = app->cfg.retention_s * 1000,
+        .outbox = kafka,
+        .on_commit = kafka ? wake_relay : NULL,
+        .ud = app,
+    };
+    if (!(app->writer = eb_writer_start(&wo)))
         goto out;
     app->listener = eb_listener_start(app->cfg.db, app->waiters);
     evbus_http_opts_t ho = {
@@ -143,7 +211,7 @@ int main(int argc, char **argv)
     char ports[16];
     snprintf(ports, sizeof ports, "%d", port);
     evbus_log_kv(EVBUS_LOG_INFO, "listening", "host", app->cfg.host, "port", ports, "db",
-                 app->cfg.db, "broker", app->broker->name, NULL);
+                 app->cfg.db, "broker", app->cfg.broker, NULL);
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -156,6 +224,9 @@ out:
     evbus_http_server_free(http);
     eb_listener_stop(app->listener);
     eb_writer_free(app->writer);
+    eb_kafka_abort(app->kafka);   /* a send waiting on an absent Kafka ends now */
+    evbus_relay_stop(app->relay); /* after the writer: nothing wakes it any more */
+    eb_kafka_free(app->kafka);
     eb_waiters_free(app->waiters);
     evbus_store_pool_free(app->pool);
     evbus_store_close(db);

@@ -11,6 +11,7 @@
 
 #include "eventbus.h"
 #include "evbus/log.h"
+#include "evbus/outbox.h"
 #include "evbus/util.h"
 
 #define MAX_TOPICS_PER_GROUP 64
@@ -28,6 +29,9 @@ struct eb_writer {
     eb_waiters_t *waiters;
     unsigned max_group;
     int64_t retention_ms;
+    int outbox;
+    void (*on_commit)(void *ud);
+    void *ud;
 };
 
 static const evbus_sql_t SQL_INSERT = {{
@@ -123,7 +127,7 @@ static void topics_payload(const char **topics, size_t nt, char *out, size_t len
 
 static size_t new_topics(eb_job_t *jobs, const char **topics);
 
-static evbus_err_t write_group(evbus_store_t *st, eb_job_t *jobs)
+static evbus_err_t write_group(eb_writer_t *w, evbus_store_t *st, eb_job_t *jobs)
 {
     if (evbus_store_begin(st) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
@@ -139,7 +143,11 @@ static evbus_err_t write_group(evbus_store_t *st, eb_job_t *jobs)
     for (eb_job_t *j = jobs; j; j = j->next)
         for (size_t i = 0; i < j->n; i++) {
             j->items[i].created = 0;
-            if (insert_item(st, &j->items[i], now) != EVBUS_ERR_OK) {
+            eb_item_t *it = &j->items[i];
+            if (insert_item(st, it, now) != EVBUS_ERR_OK ||
+                (w->outbox && it->created &&
+                 evbus_outbox_append_raw(st, it->id, it->type, it->correlation, it->subject,
+                                         it->body) != EVBUS_ERR_OK)) {
                 evbus_log_error("writer: insert failed: %s", evbus_store_errmsg(st));
                 evbus_store_rollback(st);
                 return EVBUS_ERR_DB;
@@ -276,7 +284,7 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&w->lock);
 
-        evbus_err_t rc = st ? write_group(st, jobs) : EVBUS_ERR_DB;
+        evbus_err_t rc = st ? write_group(w, st, jobs) : EVBUS_ERR_DB;
         atomic_store(&w->healthy, rc == EVBUS_ERR_OK);
         const char *topics[MAX_TOPICS_PER_GROUP];
         size_t nt = rc == EVBUS_ERR_OK ? after_commit(jobs, topics) : 0;
@@ -285,6 +293,8 @@ static void *writer_main(void *arg)
             eb_waiters_notify(w->waiters, NULL, 0);
         else if (nt)
             eb_waiters_notify(w->waiters, topics, nt);
+        if (nt && w->on_commit)
+            w->on_commit(w->ud);
         for (eb_job_t *j = jobs, *nx; j; j = nx) {
             nx = j->next;
             j->rc = rc;
@@ -296,16 +306,18 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-eb_writer_t *eb_writer_start(const char *db_url, eb_waiters_t *waiters, unsigned max_group,
-                             int64_t retention_ms)
+eb_writer_t *eb_writer_start(const eb_writer_opts_t *o)
 {
     eb_writer_t *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
-    w->url = strdup(db_url);
-    w->waiters = waiters;
-    w->max_group = max_group ? max_group : 1;
-    w->retention_ms = retention_ms;
+    w->url = strdup(o->db_url);
+    w->waiters = o->waiters;
+    w->max_group = o->max_group ? o->max_group : 1;
+    w->retention_ms = o->retention_ms;
+    w->outbox = o->outbox;
+    w->on_commit = o->on_commit;
+    w->ud = o->ud;
     pthread_mutex_init(&w->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -89,27 +89,32 @@ evbus_err_t evbus_outbox_migrate(evbus_store_t *st)
                                sizeof outbox_migrations / sizeof outbox_migrations[0]);
 }
 
+evbus_err_t evbus_outbox_append_raw(evbus_store_t *st, const char *id, const char *type,
+                                    const char *correlation, const char *key, const char *payload)
+{
+    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_APPEND);
+    if (!s)
+        return EVBUS_ERR_DB;
+    evbus_stmt_bind_text(s, 1, id);
+    evbus_stmt_bind_text(s, 2, type);
+    evbus_stmt_bind_text(s, 3, correlation);
+    evbus_stmt_bind_text(s, 4, payload);
+    evbus_stmt_bind_int64(s, 5, evbus_now_ms());
+    evbus_stmt_bind_text(s, 6, key);
+    int constraint;
+    int step = evbus_stmt_step(s, &constraint);
+    evbus_stmt_done(s);
+    return step == EVBUS_STEP_DONE ? EVBUS_ERR_OK : constraint ? EVBUS_ERR_CONFLICT : EVBUS_ERR_DB;
+}
+
 evbus_err_t evbus_outbox_append(evbus_store_t *st, const evbus_event_t *ev)
 {
     char *payload = evbus_event_serialize(ev);
     if (!payload)
         return EVBUS_ERR_NOMEM;
-    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_APPEND);
-    evbus_err_t rc = EVBUS_ERR_DB;
-    if (s) {
-        evbus_stmt_bind_text(s, 1, evbus_event_id(ev));
-        evbus_stmt_bind_text(s, 2, evbus_event_type(ev));
-        evbus_stmt_bind_text(s, 3, evbus_event_correlation(ev));
-        evbus_stmt_bind_text(s, 4, payload);
-        evbus_stmt_bind_int64(s, 5, evbus_now_ms());
-        evbus_stmt_bind_text(s, 6, evbus_event_subject(ev));
-        int constraint;
-        int step = evbus_stmt_step(s, &constraint);
-        rc = step == EVBUS_STEP_DONE ? EVBUS_ERR_OK
-             : constraint            ? EVBUS_ERR_CONFLICT
-                                     : EVBUS_ERR_DB;
-        evbus_stmt_done(s);
-    }
+    evbus_err_t rc =
+        evbus_outbox_append_raw(st, evbus_event_id(ev), evbus_event_type(ev),
+                                evbus_event_correlation(ev), evbus_event_subject(ev), payload);
     free(payload);
     return rc;
 }
@@ -118,6 +123,7 @@ struct evbus_relay {
     evbus_relay_opts_t o;
     evbus_relay_sink_t sink;
     char *store_url, *url, *auth_header;
+    evbus_store_t *st;         /* opened by evbus_relay_start, then the relay thread's */
     evbus_http_client_t *http; /* the default sink's client */
     char *body;                /* the default sink's request body */
     size_t body_cap;
@@ -253,15 +259,27 @@ static int expire(evbus_relay_t *r, evbus_store_t *st)
     return rc == EVBUS_STEP_DONE && n == 1000;
 }
 
-static void refresh_counts(evbus_relay_t *r, evbus_store_t *st)
+evbus_err_t evbus_outbox_backlog(evbus_store_t *st, int64_t *pending, int64_t *rejected)
 {
     evbus_stmt_t *s = evbus_store_prepare(st, &SQL_COUNT);
-    if (s && evbus_stmt_step(s, NULL) == EVBUS_STEP_ROW) {
-        atomic_store(&r->pending, evbus_stmt_int64(s, 0));
-        atomic_store(&r->rejected, evbus_stmt_int64(s, 1));
+    if (!s)
+        return EVBUS_ERR_DB;
+    int rc = evbus_stmt_step(s, NULL);
+    if (rc == EVBUS_STEP_ROW) {
+        *pending = evbus_stmt_int64(s, 0);
+        *rejected = evbus_stmt_int64(s, 1);
     }
-    if (s)
-        evbus_stmt_done(s);
+    evbus_stmt_done(s);
+    return rc == EVBUS_STEP_ROW ? EVBUS_ERR_OK : EVBUS_ERR_DB;
+}
+
+static void refresh_counts(evbus_relay_t *r, evbus_store_t *st)
+{
+    int64_t pending, rejected;
+    if (evbus_outbox_backlog(st, &pending, &rejected) == EVBUS_ERR_OK) {
+        atomic_store(&r->pending, pending);
+        atomic_store(&r->rejected, rejected);
+    }
 }
 
 /* Waits until woken, stopped, or ms elapsed. Returns 1 if stopping. */
@@ -365,7 +383,7 @@ static int back_off(evbus_relay_t *r, evbus_store_t *st, evbus_backoff_t *bo, un
 static void *relay_main(void *arg)
 {
     evbus_relay_t *r = arg;
-    evbus_store_t *st = evbus_store_open(r->store_url);
+    evbus_store_t *st = r->st;
     batch_t *b = calloc(1, sizeof *b);
     evbus_backoff_t bo = {r->o.backoff_initial_ms, 2.0, r->o.backoff_cap_ms};
     unsigned attempt = 0, limit = r->o.batch;
@@ -409,10 +427,16 @@ static void *relay_main(void *arg)
         } else if (refused) {
             evbus_log_kv(EVBUS_LOG_ERROR, "relay: event parked as rejected", "detail", err, NULL);
         }
-        if (settle(r, st, b, err) != EVBUS_ERR_OK)
+        if (settle(r, st, b, err) != EVBUS_ERR_OK) {
             evbus_log_error("relay: cannot record the outcome (the rows will be sent again)");
-        else if (sent)
-            evbus_log_debug("relay: published %u events", sent);
+        } else {
+            /* the exact count is taken again when idle; meanwhile count down */
+            int64_t done = sent + (refused && b->n == 1 ? refused : 0);
+            if (atomic_fetch_sub(&r->pending, done) < done)
+                atomic_store(&r->pending, 0);
+            if (sent)
+                evbus_log_debug("relay: published %u events", sent);
+        }
         if (retry && !(refused && b->n > 1)) {
             if (back_off(r, st, &bo, &attempt, err))
                 break;
@@ -433,6 +457,7 @@ out:
         batch_clear(b);
     free(b);
     evbus_store_close(st);
+    r->st = NULL;
     return NULL;
 }
 
@@ -471,8 +496,12 @@ evbus_relay_t *evbus_relay_start(const evbus_relay_opts_t *opts)
     pthread_cond_init(&r->cond, &ca);
     pthread_condattr_destroy(&ca);
     atomic_store(&r->bus_ok, 1);
-    if ((!opts->sink && (!r->url || !r->http)) || !r->store_url ||
+    /* the counts are right from the first health check on */
+    if ((r->st = r->store_url ? evbus_store_open(r->store_url) : NULL))
+        refresh_counts(r, r->st);
+    if ((!opts->sink && (!r->url || !r->http)) || !r->st ||
         pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+        evbus_store_close(r->st);
         evbus_http_client_free(r->http);
         free(r->url);
         free(r->store_url);

@@ -9,6 +9,7 @@ import harness  # noqa: E402
 from harness import BIN_DIR, Stack  # noqa: E402
 
 BACKEND = os.environ.get("EVBUS_TEST_BACKEND", "sqlite")
+BROKER = os.environ.get("EVBUS_TEST_BROKER", "embedded")
 
 
 def pytest_sessionstart(session):
@@ -37,6 +38,27 @@ def backend():
     finally:
         harness.PG = None
         cluster.stop("immediate")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker():
+    """On EVBUS_TEST_BROKER=kafka a real Kafka broker runs for the session and every
+    eventbus relays to it."""
+    if BROKER != "kafka":
+        yield None
+        return
+    import shutil
+    import tempfile
+    workdir = tempfile.mkdtemp(prefix="evbus-kafka-")
+    kafka = harness.KafkaBroker(workdir)
+    kafka.start()
+    harness.KAFKA = kafka
+    try:
+        yield kafka
+    finally:
+        harness.KAFKA = None
+        kafka.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

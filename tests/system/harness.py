@@ -231,7 +231,83 @@ class PgCluster:
         return name
 
 
+class KafkaBroker:
+    """A single-node Apache Kafka broker (KRaft) in a temporary directory, on free loopback
+    ports, run with the machine's Java from the jars scripts/kafka-fetch.sh caches."""
+
+    def __init__(self, workdir):
+        self.libs = subprocess.run([os.path.join(ROOT, "scripts", "kafka-fetch.sh")], capture_output=True,
+                                   text=True, check=True).stdout.strip().splitlines()[-1]
+        self.dir = workdir
+        self.port, self.cport = free_port(), free_port()
+        self.conf = os.path.join(workdir, "server.properties")
+        with open(self.conf, "w") as f:
+            f.write(f"""process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{self.cport}
+listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.cport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={workdir}/logs
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.partitions=3
+""")
+        import base64
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self.java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", self.conf, check=True)
+        self.proc = None
+
+    def java(self, main, *args, check=False):
+        return subprocess.run(["java", "-Xmx256m", "-cp", f"{self.libs}/*", main, *args],
+                              capture_output=True, text=True, check=check, timeout=120)
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout=90):
+        log = open(os.path.join(self.dir, "broker.log"), "ab")
+        self.proc = subprocess.Popen(["java", "-Xmx512m", "-Xms256m", "-cp", f"{self.libs}/*", "kafka.Kafka",
+                                      self.conf], stdout=log, stderr=log)
+        log.close()
+        _started.append(self.proc)
+
+        def ready():
+            assert self.proc.poll() is None, "the Kafka broker exited"
+            r = subprocess.run(["kcat", "-b", self.bootstrap, "-L", "-m", "2"], capture_output=True, text=True)
+            return r.returncode == 0 and "1 brokers" in r.stdout
+
+        wait_until(ready, timeout, 0.5, "the Kafka broker to answer")
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def messages(self, topic):
+        """Every message of a topic, as (key, value) pairs, read with kcat (not our code)."""
+        r = subprocess.run(["kcat", "-b", self.bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q",
+                            "-f", "%k\t%s\n"], capture_output=True, text=True, timeout=120)
+        if "Unknown topic" in r.stderr:
+            return []
+        assert r.returncode == 0, r.stderr
+        return [tuple(line.split("\t", 1)) for line in r.stdout.splitlines() if line]
+
+
 PG = None  # set by conftest when the suite runs on PostgreSQL
+KAFKA = None  # set by conftest when the eventbus relays to Kafka
 
 
 def _typed(v):
@@ -260,8 +336,11 @@ class Stack:
                 self.db[name] = os.path.join(workdir, f"{name}.db")
         if prepare:
             prepare(self)
-        self.eventbus = Service("eventbus", "eventbus", workdir,
-                                dict(EVENTBUS_DB=self.db["eventbus"], **env.get("eventbus", {})))
+        bus_env = dict(EVENTBUS_DB=self.db["eventbus"])
+        if KAFKA:
+            bus_env["EVENTBUS_BROKER"] = f"kafka://{KAFKA.bootstrap}"
+        bus_env.update(env.get("eventbus", {}))
+        self.eventbus = Service("eventbus", "eventbus", workdir, bus_env)
         self.eventbus.start()
         bus = f"http://127.0.0.1:{self.eventbus.port}"
         self.auth = Service("auth", "auth-service", workdir,

@@ -35,6 +35,7 @@ def test_help_lists_every_setting(binary):
     ("eventbus", [], {"EVENTBUS_MAX_BATCH": "0"}, "EVENTBUS_MAX_BATCH"),
     ("eventbus", [], {"EVENTBUS_LOG_LEVEL": "loud"}, "EVENTBUS_LOG_LEVEL"),
     ("eventbus", ["--routes=NoEquals"], {}, "EVENTBUS_ROUTES"),
+    ("eventbus", [], {"EVENTBUS_BROKER": "rabbitmq://127.0.0.1:5672"}, "EVENTBUS_BROKER"),
     ("auth-service", [], {"AUTH_ARGON2_MEMLIMIT_KIB": "1024"}, "AUTH_ARGON2_MEMLIMIT_KIB"),
     ("auth-service", ["--argon2-ops=1"], {}, "AUTH_ARGON2_OPSLIMIT"),
     ("user-service", ["--poll-wait=0"], {}, "USERS_POLL_WAIT_S"),
