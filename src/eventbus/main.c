@@ -104,7 +104,7 @@ static int start_kafka(eb_app_t *app, evbus_relay_sink_t *sink)
     evbus_relay_opts_t ro = {
         .store_url = app->cfg.db,
         .sink = sink,
-        .batch = 500,
+        .batch = 1000,
         .backoff_initial_ms = 100,
         .backoff_cap_ms = 5000,
         .timeout_ms = 15000,

@@ -17,7 +17,7 @@
 #include "evbus/util.h"
 
 #define SAFETY_POLL_MS 5000
-#define MAX_BATCH 500
+#define MAX_BATCH 1000
 #define CLAIM_GRACE_MS 5000 /* a claim outlives the request timeout by this much */
 
 #define OUTBOX_V1(seq_column)                                                                      \
@@ -45,6 +45,11 @@ static const evbus_migration_t outbox_migrations[] = {
        "ALTER TABLE evbus_outbox ADD COLUMN claim_id TEXT;"
        "ALTER TABLE evbus_outbox ADD COLUMN claimed_until BIGINT;"
        "CREATE INDEX evbus_outbox_key ON evbus_outbox (ordering_key, seq);"}}},
+    /* the claim's per-key check looks at in-flight rows only: index just those */
+    {4,
+     {{"DROP INDEX evbus_outbox_key;"
+       "CREATE INDEX evbus_outbox_inflight ON evbus_outbox (ordering_key, seq)"
+       " WHERE status = 'inflight';"}}},
 };
 
 static const evbus_sql_t SQL_APPEND = {{
@@ -52,24 +57,35 @@ static const evbus_sql_t SQL_APPEND = {{
     " VALUES (?, ?, ?, ?, ?, ?)",
 }};
 /* Claims rows by status: pending ones, and in-flight ones whose claim expired (a relay
- * died). A row is skipped while an earlier row with its ordering key is unpublished, so
- * one key has at most one row in flight and keys keep their order across relays. On
- * PostgreSQL rows another relay is claiming are skipped, not waited for. */
+ * died), in sequence order. A row is skipped while an earlier row with its ordering key
+ * is in flight under a live claim, so a key is never split between two relays and keeps
+ * its order; within one claim a key's rows come in order. Claims are serialized (the
+ * lock below) so no claim races one not yet committed; on PostgreSQL rows another relay
+ * is settling are skipped, not waited for. */
 #define CLAIM(lock)                                                                                \
     "UPDATE evbus_outbox SET status = 'inflight', claim_id = ?, claimed_until = ?"                 \
     " WHERE seq IN (SELECT o.seq FROM evbus_outbox o"                                              \
     "  WHERE (o.status = 'pending' OR (o.status = 'inflight' AND o.claimed_until < ?))"            \
     "  AND NOT EXISTS (SELECT 1 FROM evbus_outbox p WHERE p.ordering_key = o.ordering_key"         \
-    "   AND p.seq < o.seq AND p.status IN ('pending', 'inflight'))"                                \
+    "   AND p.seq < o.seq AND p.status = 'inflight' AND p.claimed_until >= ?)"                     \
     "  ORDER BY o.seq LIMIT ?" lock ")"                                                            \
     " RETURNING seq, payload, type, ordering_key"
 static const evbus_sql_t SQL_CLAIM = {{
     [EVBUS_DIALECT_SQLITE] = CLAIM(""),
     [EVBUS_DIALECT_PG] = CLAIM(" FOR UPDATE SKIP LOCKED"),
 }};
+static const evbus_sql_t SQL_CLAIM_LOCK = {{
+    [EVBUS_DIALECT_SQLITE] = "SELECT 1", /* BEGIN IMMEDIATE already serializes */
+    [EVBUS_DIALECT_PG] = "SELECT pg_advisory_xact_lock(7402102)",
+}};
 static const evbus_sql_t SQL_MARK = {{
     "UPDATE evbus_outbox SET status = ?, published_at = ?, last_error = ?, claim_id = NULL"
     " WHERE seq = ? AND claim_id = ?",
+}};
+/* Every row a claim holds went out: one statement settles them all. */
+static const evbus_sql_t SQL_MARK_ALL = {{
+    "UPDATE evbus_outbox SET status = 'published', published_at = ?, claim_id = NULL"
+    " WHERE claim_id = ? AND status = 'inflight'",
 }};
 static const evbus_sql_t SQL_RELEASE = {{
     "UPDATE evbus_outbox SET status = 'pending', claim_id = NULL WHERE seq = ? AND claim_id = ?",
@@ -170,14 +186,19 @@ static evbus_err_t claim_batch(evbus_relay_t *r, evbus_store_t *st, unsigned lim
     batch_clear(b);
     if (evbus_store_begin(st) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
-    evbus_stmt_t *s = evbus_store_prepare(st, &SQL_CLAIM);
+    evbus_stmt_t *lock = evbus_store_prepare(st, &SQL_CLAIM_LOCK);
+    int locked = lock && evbus_stmt_step(lock, NULL) == EVBUS_STEP_ROW;
+    if (lock)
+        evbus_stmt_done(lock);
+    evbus_stmt_t *s = locked ? evbus_store_prepare(st, &SQL_CLAIM) : NULL;
     int rc = EVBUS_STEP_ERROR;
     if (s) {
         int64_t now = evbus_now_ms();
         evbus_stmt_bind_text(s, 1, r->claim_id);
         evbus_stmt_bind_int64(s, 2, now + r->o.timeout_ms + CLAIM_GRACE_MS);
         evbus_stmt_bind_int64(s, 3, now);
-        evbus_stmt_bind_int64(s, 4, limit);
+        evbus_stmt_bind_int64(s, 4, now);
+        evbus_stmt_bind_int64(s, 5, limit);
         while ((rc = evbus_stmt_step(s, NULL)) == EVBUS_STEP_ROW && b->n < MAX_BATCH) {
             evbus_outbox_row_t *row = &b->rows[b->n++];
             row->seq = evbus_stmt_int64(s, 0);
@@ -210,6 +231,24 @@ static evbus_err_t settle(evbus_relay_t *r, evbus_store_t *st, const batch_t *b,
 {
     if (evbus_store_begin(st) != EVBUS_ERR_OK)
         return EVBUS_ERR_DB;
+    unsigned sent = 0;
+    for (unsigned i = 0; i < b->n; i++)
+        sent += b->outcome[i] == EVBUS_RELAY_SENT;
+    if (sent == b->n) {
+        evbus_stmt_t *all = evbus_store_prepare(st, &SQL_MARK_ALL);
+        int rc = EVBUS_STEP_ERROR;
+        if (all) {
+            evbus_stmt_bind_int64(all, 1, evbus_now_ms());
+            evbus_stmt_bind_text(all, 2, r->claim_id);
+            rc = evbus_stmt_step(all, NULL);
+            evbus_stmt_done(all);
+        }
+        if (rc != EVBUS_STEP_DONE) {
+            evbus_store_rollback(st);
+            return EVBUS_ERR_DB;
+        }
+        return evbus_store_commit(st);
+    }
     evbus_stmt_t *mark = evbus_store_prepare(st, &SQL_MARK);
     evbus_stmt_t *release = evbus_store_prepare(st, &SQL_RELEASE);
     evbus_err_t rc = mark && release ? EVBUS_ERR_OK : EVBUS_ERR_DB;
@@ -217,10 +256,10 @@ static evbus_err_t settle(evbus_relay_t *r, evbus_store_t *st, const batch_t *b,
     for (unsigned i = 0; rc == EVBUS_ERR_OK && i < b->n; i++) {
         evbus_stmt_t *s = b->outcome[i] == EVBUS_RELAY_RETRY ? release : mark;
         if (s == mark) {
-            int sent = b->outcome[i] == EVBUS_RELAY_SENT;
-            evbus_stmt_bind_text(s, 1, sent ? "published" : "rejected");
+            int ok = b->outcome[i] == EVBUS_RELAY_SENT;
+            evbus_stmt_bind_text(s, 1, ok ? "published" : "rejected");
             evbus_stmt_bind_int64(s, 2, now);
-            evbus_stmt_bind_text(s, 3, sent ? NULL : err);
+            evbus_stmt_bind_text(s, 3, ok ? NULL : err);
             evbus_stmt_bind_int64(s, 4, b->rows[i].seq);
             evbus_stmt_bind_text(s, 5, r->claim_id);
         } else {

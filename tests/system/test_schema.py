@@ -13,8 +13,8 @@ def test_fresh_databases_reach_the_current_versions(stack):
     def versions(name):
         return dict(stack.rows(name, "SELECT component, version FROM evbus_schema"))
 
-    assert versions("eventbus") == {"eventbus": 2, "outbox": 3}  # the outbox feeds Kafka
-    assert versions("auth") == {"auth": 1, "outbox": 3}
+    assert versions("eventbus") == {"eventbus": 2, "outbox": 4}  # the outbox feeds Kafka
+    assert versions("auth") == {"auth": 1, "outbox": 4}
     assert versions("users") == {"users": 1, "inbox": 1}
 
 
