@@ -20,6 +20,7 @@
 #include "router.h"
 
 #define MAX_RESP_HEADERS 8
+#define DISCARD_FACTOR 8 /* bodies up to this many times the limit are drained, not cut */
 
 struct evbus_http_server {
     evbus_http_opts_t opts;
@@ -290,9 +291,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         int64_t n;
         *con_cls = r;
         if (cl && evbus_parse_i64(cl, 0, INT64_MAX, &n) == 0 && (uint64_t)n > s->opts.max_body) {
-            /* refuse before reading the body; libmicrohttpd closes the connection after */
             r->too_big = 1;
-            dispatch(r);
+            /* a body somewhat over the limit is read and dropped, so the client reads the
+             * 413 and keeps its connection; a far larger one is refused before it is read
+             * (libmicrohttpd then closes the connection) */
+            if ((uint64_t)n > DISCARD_FACTOR * s->opts.max_body)
+                dispatch(r);
         }
         return MHD_YES;
     }
@@ -311,7 +315,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             /* discard the rest, the 413 goes out once the upload ends; a body that keeps
              * coming long past the limit gets its connection closed instead */
             r->discarded += n;
-            return r->discarded > 8 * s->opts.max_body ? MHD_NO : MHD_YES;
+            return r->discarded > DISCARD_FACTOR * s->opts.max_body ? MHD_NO : MHD_YES;
         }
         if (r->body_len + n + 1 > r->body_cap) {
             size_t cap = r->body_cap ? r->body_cap : 1024;

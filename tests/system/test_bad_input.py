@@ -93,6 +93,18 @@ def test_oversized_chunked_body(bus_only):
     assert bus_only.eventbus.get("/health/ready").status == 200
 
 
+def test_huge_declared_body_refused_before_reading(bus_only):
+    """A Content-Length far over the limit is answered 413 without reading the body."""
+    import socket
+    with socket.create_connection(("127.0.0.1", bus_only.eventbus.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/events/publish HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/cloudevents+json\r\nContent-Length: 4000000000\r\n\r\n")
+        head = sock.recv(4096).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert "application/problem+json" in head
+    assert bus_only.eventbus.get("/health/ready").status == 200
+
+
 def test_unknown_path_and_method(bus_only):
     bus = bus_only.eventbus
     assert_problem(bus.get("/api/nothing"), 404)
