@@ -45,6 +45,11 @@ const char *evbus_store_errmsg(const evbus_store_t *st);
 
 /* Runs SQL without results (several statements allowed). */
 evbus_err_t evbus_store_exec(evbus_store_t *st, const char *sql);
+/* Lets this connection's commits return before they are flushed to disk: they survive
+ * a crash of the process, not necessarily of the machine or database server. Only for
+ * bookkeeping that is safe to lose (its loss means work is done again, as a duplicate):
+ * the outbox relay's claims and settlements. */
+evbus_err_t evbus_store_relax_durability(evbus_store_t *st);
 /* Write transactions: begin takes the write lock at once. */
 evbus_err_t evbus_store_begin(evbus_store_t *st);
 evbus_err_t evbus_store_commit(evbus_store_t *st);

@@ -56,6 +56,10 @@ void evbus_store_rollback(evbus_store_t *st)
 {
     st->ops->rollback(st);
 }
+evbus_err_t evbus_store_relax_durability(evbus_store_t *st)
+{
+    return st->ops->relax(st);
+}
 
 int evbus_store_has_notify(const evbus_store_t *st)
 {

@@ -13,6 +13,7 @@ typedef struct evbus_store_ops {
     evbus_err_t (*begin)(evbus_store_t *st);
     evbus_err_t (*commit)(evbus_store_t *st);
     void (*rollback)(evbus_store_t *st);
+    evbus_err_t (*relax)(evbus_store_t *st);
     evbus_stmt_t *(*prepare)(evbus_store_t *st, const char *sql);
     void (*finalize)(evbus_stmt_t *s);
     evbus_err_t (*bind_text)(evbus_stmt_t *s, int idx, const char *v);

@@ -21,6 +21,7 @@ typedef struct {
     unsigned gen;   /* bumped on every reconnect */
     unsigned nstmt; /* names statements */
     int in_tx;      /* a transaction is open: never reconnect under it */
+    int relaxed;    /* synchronous_commit=off, applied again after a reconnect */
     char err[256];
 } pg_store_t;
 
@@ -64,6 +65,8 @@ static int ensure(pg_store_t *s)
         return -1;
     }
     s->gen++;
+    if (s->relaxed)
+        PQclear(PQexec(s->conn, "SET synchronous_commit = off"));
     evbus_log_kv(EVBUS_LOG_INFO, "postgres: reconnected", NULL);
     return 0;
 }
@@ -140,6 +143,15 @@ static evbus_err_t pg_commit(evbus_store_t *st)
     }
     PQclear(r);
     return rc;
+}
+
+/* Asynchronous commit for this session: crash-safe, the last commits may be lost if the
+ * server itself crashes. */
+static evbus_err_t pg_relax(evbus_store_t *st)
+{
+    pg_store_t *s = (pg_store_t *)st;
+    s->relaxed = 1;
+    return run(s, "SET synchronous_commit = off");
 }
 
 static void pg_rollback(evbus_store_t *st)
@@ -415,6 +427,7 @@ static const evbus_store_ops_t pg_ops = {
     .begin = pg_begin,
     .commit = pg_commit,
     .rollback = pg_rollback,
+    .relax = pg_relax,
     .prepare = pg_prepare,
     .finalize = pg_finalize,
     .bind_text = pg_bind_text,

@@ -60,6 +60,13 @@ static void sq_rollback(evbus_store_t *st)
     sq_exec(st, "ROLLBACK");
 }
 
+/* WAL with synchronous=NORMAL: commits are atomic and survive a process crash; the
+ * last ones may be lost on power failure. */
+static evbus_err_t sq_relax(evbus_store_t *st)
+{
+    return sq_exec(st, "PRAGMA synchronous=NORMAL");
+}
+
 static evbus_stmt_t *sq_prepare(evbus_store_t *st, const char *sql)
 {
     sq_store_t *s = (sq_store_t *)st;
@@ -155,6 +162,7 @@ static const evbus_store_ops_t sq_ops = {
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .relax = sq_relax,
     .prepare = sq_prepare,
     .finalize = sq_finalize,
     .bind_text = sq_bind_text,
