@@ -19,26 +19,32 @@ def pytest_sessionstart(session):
             raise pytest.UsageError(f"{path} is missing: build first (make test does)")
 
 
+def _throwaway(make, attr, prefix):
+    """Runs a server made by make(workdir) in a temporary directory directly under /tmp
+    (servers running as another user must reach it) for the session, exposed as
+    harness.<attr>, and removes it afterwards."""
+    import shutil
+    import tempfile
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    server = make(workdir)
+    server.start()
+    setattr(harness, attr, server)
+    try:
+        yield server
+    finally:
+        setattr(harness, attr, None)
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def backend():
     """On EVBUS_TEST_BACKEND=pg every test's services use a fresh PostgreSQL database on
-    one throwaway cluster, removed at the end."""
+    one throwaway cluster."""
     if BACKEND != "pg":
         yield None
         return
-    import shutil
-    import tempfile
-    # directly under /tmp: the server runs as 'postgres' and must reach its directory
-    workdir = tempfile.mkdtemp(prefix="evbus-pg-")
-    cluster = harness.PgCluster(workdir)
-    cluster.start()
-    harness.PG = cluster
-    try:
-        yield cluster
-    finally:
-        harness.PG = None
-        cluster.stop("immediate")
-        shutil.rmtree(workdir, ignore_errors=True)
+    yield from _throwaway(harness.PgCluster, "PG", "evbus-pg-")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,18 +54,7 @@ def broker():
     if BROKER != "kafka":
         yield None
         return
-    import shutil
-    import tempfile
-    workdir = tempfile.mkdtemp(prefix="evbus-kafka-")
-    kafka = harness.KafkaBroker(workdir)
-    kafka.start()
-    harness.KAFKA = kafka
-    try:
-        yield kafka
-    finally:
-        harness.KAFKA = None
-        kafka.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    yield from _throwaway(harness.KafkaBroker, "KAFKA", "evbus-kafka-")
 
 
 @pytest.fixture

@@ -211,7 +211,7 @@ class PgCluster:
                                      os.path.join(self.dir, "server.log"), "-w", "-t", "60", "start"],
                        check=True, stdout=subprocess.DEVNULL)
 
-    def stop(self, mode="fast"):
+    def stop(self, mode="immediate"):
         subprocess.run(self.as_pg + [f"{self.bin}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"],
                        check=True, stdout=subprocess.DEVNULL)
 
@@ -406,6 +406,53 @@ class Stack:
             return r.json if r.status == 200 else None
 
         return wait_until(ready, timeout, what=f"profile {user_id}")
+
+
+class PublishLoad:
+    """Threads that publish one new event per request until stopped, recording each
+    outcome: accepted ids (2xx), refused responses (any other status) and transport
+    errors. A thread whose request fails to connect ends when end_on_error is set."""
+
+    def __init__(self, port, threads=4, timeout=10, end_on_error=False, event_type="OrderPlaced"):
+        import threading
+        self.accepted, self.refused, self.errors = [], [], []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._args = (port, timeout, end_on_error, event_type)
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self):
+        port, timeout, end_on_error, event_type = self._args
+        while not self._stop.is_set():
+            ev = make_event(event_type, subject="k")
+            try:
+                r = request(port, "POST", "/api/events/publish", ev,
+                            headers={"Content-Type": "application/cloudevents+json"}, timeout=timeout)
+            except OSError as e:
+                with self._lock:
+                    self.errors.append(str(e))
+                if end_on_error:
+                    return
+                continue
+            with self._lock:
+                if r.status in (200, 201):
+                    self.accepted.append(ev["id"])
+                else:
+                    self.refused.append(r)
+
+    def start(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def count(self, what):
+        with self._lock:
+            return len(getattr(self, what))
 
 
 def make_event(event_type="UserRegistered", subject=None, data=None, **extra):

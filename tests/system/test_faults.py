@@ -4,7 +4,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import make_event, request, wait_until
+from harness import PublishLoad, make_event, request, wait_until
 
 CE = {"Content-Type": "application/cloudevents+json"}
 
@@ -60,32 +60,12 @@ def drain(port, name, expect, timeout=30):
 def test_kill9_right_after_2xx_loses_nothing(bus_only):
     bus = bus_only.eventbus
     subscribe(bus.port, "g1", "ORDER_PLACED")
-    accepted = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def publisher():
-        while not stop.is_set():
-            ev = make_event("OrderPlaced", subject="k")
-            try:
-                r = request(bus.port, "POST", "/api/events/publish", ev, headers=CE, timeout=5)
-            except OSError:
-                return
-            if r.status in (200, 201):
-                with lock:
-                    accepted.append(ev["id"])
-
-    threads = [threading.Thread(target=publisher) for _ in range(4)]
-    for t in threads:
-        t.start()
-    wait_until(lambda: len(accepted) >= 200, timeout=30, what="200 accepted publishes")
+    load = PublishLoad(bus.port, timeout=5, end_on_error=True).start()
+    wait_until(lambda: load.count("accepted") >= 200, timeout=30, what="200 accepted publishes")
     bus.kill9()
-    stop.set()
-    for t in threads:
-        t.join()
+    load.stop()
     bus.restart()
-    with lock:
-        ids = list(accepted)
+    ids = list(load.accepted)
     stored = {r[0] for r in bus_only.rows("eventbus", "SELECT id FROM eb_events")}
     missing = [i for i in ids if i not in stored]
     assert not missing, f"{len(missing)} accepted events lost"

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import harness
-from harness import Service, make_event, request, wait_until
+from harness import PublishLoad, Service, make_event, request, wait_until
 
 CE = {"Content-Type": "application/cloudevents+json"}
 
@@ -104,48 +104,27 @@ def test_database_down_under_load(stack):
     pg = harness.PG
     bus = stack.eventbus
     assert bus.post("/api/subscriptions", {"name": "load", "topic": "ORDER_PLACED", "from": "earliest"}).status == 201
-    accepted, refused, other = [], [], []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def publisher():
-        while not stop.is_set():
-            ev = make_event("OrderPlaced", subject="k")
-            try:
-                r = request(bus.port, "POST", "/api/events/publish", ev, headers=CE, timeout=10)
-            except OSError as e:
-                with lock:
-                    other.append(str(e))
-                continue
-            with lock:
-                if r.status in (200, 201):
-                    accepted.append(ev["id"])
-                elif r.status == 503:
-                    assert r.header("Retry-After")
-                    assert r.header("Content-Type") == "application/problem+json"
-                    refused.append(ev["id"])
-                else:
-                    other.append(r.status)
-
-    threads = [threading.Thread(target=publisher) for _ in range(4)]
-    for t in threads:
-        t.start()
+    load = PublishLoad(bus.port).start()
     try:
-        wait_until(lambda: len(accepted) >= 200, timeout=30, what="load before the outage")
+        wait_until(lambda: load.count("accepted") >= 200, timeout=30, what="load before the outage")
         pg.stop("immediate")
-        wait_until(lambda: len(refused) >= 20, timeout=30, what="503s during the outage")
+        wait_until(lambda: load.count("refused") >= 20, timeout=30, what="503s during the outage")
         assert bus.get("/health/ready").status == 503
         r = stack.register()
         assert r.status == 503 and r.header("Retry-After")
         assert stack.auth.get("/health/ready").status == 503
-        before = len(accepted)
+        before = load.count("accepted")
         pg.start()
-        wait_until(lambda: len(accepted) >= before + 200, timeout=60, what="publishes after the outage")
+        wait_until(lambda: load.count("accepted") >= before + 200, timeout=60,
+                   what="publishes after the outage")
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert other == [], other[:5]
+        load.stop()
+    assert load.errors == [], load.errors[:5]
+    for r in load.refused:  # every request of the outage: a 503 problem to retry, never a 2xx
+        assert r.status == 503, r.body
+        assert r.header("Retry-After")
+        assert r.header("Content-Type") == "application/problem+json"
+    accepted = load.accepted
     stored = {r[0] for r in stack.rows("eventbus", "SELECT id FROM eb_events")}
     lost = [i for i in accepted if i not in stored]
     assert not lost, f"{len(lost)} events answered 2xx are missing"
