@@ -25,7 +25,6 @@ typedef struct {
     size_t max_header_bytes; /* per-connection memory for the request head */
     unsigned max_connections;
     unsigned conn_timeout_s;
-    const char *service;
 } evbus_http_opts_t;
 
 evbus_http_server_t *evbus_http_server_new(const evbus_http_opts_t *opts);

@@ -64,9 +64,8 @@ void evbus_relay_wake(evbus_relay_t *r);
 /* Counts the rows not yet published (pending or in flight) and the rejected ones, on
  * the caller's connection. */
 evbus_err_t evbus_outbox_backlog(evbus_store_t *st, int64_t *pending, int64_t *rejected);
-/* Counts of pending and rejected rows as of the relay's last look (cheap, may lag), and
- * whether the last attempt reached the destination. */
-void evbus_relay_stats(evbus_relay_t *r, int64_t *pending, int64_t *rejected, int *bus_ok);
+/* 1 if the relay's last attempt reached its destination. Any thread. */
+int evbus_relay_reachable(evbus_relay_t *r);
 /* Stops the thread and frees; a request in flight is aborted and its rows stay pending
  * (sent again, as duplicates the eventbus ignores, at the next start). NULL is a no-op. */
 void evbus_relay_stop(evbus_relay_t *r);

@@ -59,12 +59,11 @@ static void ready(evbus_req_t *req, void *ud)
     int db_ok = s && evbus_stmt_step(s, NULL) == EVBUS_STEP_ROW;
     if (s)
         evbus_stmt_done(s);
-    int64_t pending = -1, rejected = -1, ignored;
+    int64_t pending = -1, rejected = -1;
     if (db_ok)
         evbus_outbox_backlog(db, &pending, &rejected);
     evbus_store_pool_put(app->pool, db);
-    int bus_ok;
-    evbus_relay_stats(app->relay, &ignored, &ignored, &bus_ok);
+    int bus_ok = evbus_relay_reachable(app->relay);
     /* registration works while the eventbus is away (the outbox holds the events), so
      * readiness depends on the database only; the relay's state is reported */
     evbus_req_reply_json(
@@ -121,7 +120,6 @@ int main(int argc, char **argv)
         .max_header_bytes = 32 * 1024,
         .max_connections = 1024,
         .conn_timeout_s = 60,
-        .service = "auth",
     };
     if (!(http = evbus_http_server_new(&ho)) ||
         evbus_http_route(http, "POST", "/api/auth/register", auth_register, app) ||

@@ -69,9 +69,8 @@ static void ready(evbus_req_t *req, void *ud)
     if (app->kafka) {
         /* publishing goes on while Kafka is away (the outbox holds the events): Kafka's
          * state and the backlog are reported, they do not make the eventbus unready */
-        int64_t pending = -1, rejected = -1, ignored;
-        int reached;
-        evbus_relay_stats(app->relay, &ignored, &ignored, &reached);
+        int64_t pending = -1, rejected = -1;
+        int reached = evbus_relay_reachable(app->relay);
         db = evbus_store_pool_get(app->pool);
         evbus_outbox_backlog(db, &pending, &rejected);
         evbus_store_pool_put(app->pool, db);
@@ -201,7 +200,6 @@ int main(int argc, char **argv)
         .max_header_bytes = 64 * 1024,
         .max_connections = 4096,
         .conn_timeout_s = 120,
-        .service = "eventbus",
     };
     if (!(http = evbus_http_server_new(&ho)) || setup_routes(http, app) != 0)
         goto out;

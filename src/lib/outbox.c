@@ -149,7 +149,6 @@ struct evbus_relay {
     int woken, stop;
     volatile int abort_flag;
     char claim_id[EVBUS_UUID_STRLEN]; /* this relay's claims */
-    atomic_llong pending, rejected;
     atomic_int bus_ok;
 };
 
@@ -312,15 +311,6 @@ evbus_err_t evbus_outbox_backlog(evbus_store_t *st, int64_t *pending, int64_t *r
     return rc == EVBUS_STEP_ROW ? EVBUS_ERR_OK : EVBUS_ERR_DB;
 }
 
-static void refresh_counts(evbus_relay_t *r, evbus_store_t *st)
-{
-    int64_t pending, rejected;
-    if (evbus_outbox_backlog(st, &pending, &rejected) == EVBUS_ERR_OK) {
-        atomic_store(&r->pending, pending);
-        atomic_store(&r->rejected, rejected);
-    }
-}
-
 /* Waits until woken, stopped, or ms elapsed. Returns 1 if stopping. */
 static int wait_for(evbus_relay_t *r, int64_t ms)
 {
@@ -409,7 +399,6 @@ static int back_off(evbus_relay_t *r, evbus_store_t *st, evbus_backoff_t *bo, un
         evbus_log_kv(EVBUS_LOG_WARN, "relay: send failed, retrying with backoff", "sink",
                      r->sink.name, "detail", err, "delay_ms", d, NULL);
     (*attempt)++;
-    refresh_counts(r, st);
     expire(r, st); /* published rows keep ageing while the destination is away */
     /* only a stop ends the wait early: new commits must not defeat the backoff */
     int64_t end = evbus_mono_us() + delay * 1000;
@@ -438,7 +427,6 @@ static void *relay_main(void *arg)
             continue;
         }
         if (b->n == 0) {
-            refresh_counts(r, st);
             limit = r->o.batch;
             int more = expire(r, st);
             int64_t idle = r->o.retention_ms > 0 && r->o.retention_ms / 2 < SAFETY_POLL_MS
@@ -468,13 +456,8 @@ static void *relay_main(void *arg)
         }
         if (settle(r, st, b, err) != EVBUS_ERR_OK) {
             evbus_log_error("relay: cannot record the outcome (the rows will be sent again)");
-        } else {
-            /* the exact count is taken again when idle; meanwhile count down */
-            int64_t done = sent + (refused && b->n == 1 ? refused : 0);
-            if (atomic_fetch_sub(&r->pending, done) < done)
-                atomic_store(&r->pending, 0);
-            if (sent)
-                evbus_log_debug("relay: published %u events", sent);
+        } else if (sent) {
+            evbus_log_debug("relay: published %u events", sent);
         }
         if (retry && !(refused && b->n > 1)) {
             if (back_off(r, st, &bo, &attempt, err))
@@ -539,10 +522,8 @@ evbus_relay_t *evbus_relay_start(const evbus_relay_opts_t *opts)
      * again, as duplicates the receivers drop; the rows themselves were committed
      * durably by the producer. Not waiting for the disk takes two flushes off every
      * event's way out. */
-    if ((r->st = r->store_url ? evbus_store_open(r->store_url) : NULL)) {
+    if ((r->st = r->store_url ? evbus_store_open(r->store_url) : NULL))
         evbus_store_relax_durability(r->st);
-        refresh_counts(r, r->st); /* right from the first health check on */
-    }
     if ((!opts->sink && (!r->url || !r->http)) || !r->st ||
         pthread_create(&r->thread, NULL, relay_main, r) != 0) {
         evbus_store_close(r->st);
@@ -564,11 +545,9 @@ void evbus_relay_wake(evbus_relay_t *r)
     pthread_mutex_unlock(&r->lock);
 }
 
-void evbus_relay_stats(evbus_relay_t *r, int64_t *pending, int64_t *rejected, int *bus_ok)
+int evbus_relay_reachable(evbus_relay_t *r)
 {
-    *pending = atomic_load(&r->pending);
-    *rejected = atomic_load(&r->rejected);
-    *bus_ok = atomic_load(&r->bus_ok);
+    return atomic_load(&r->bus_ok);
 }
 
 void evbus_relay_stop(evbus_relay_t *r)

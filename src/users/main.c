@@ -105,7 +105,6 @@ int main(int argc, char **argv)
         .max_header_bytes = 32 * 1024,
         .max_connections = 1024,
         .conn_timeout_s = 60,
-        .service = "users",
     };
     if (!(http = evbus_http_server_new(&ho)) ||
         evbus_http_route(http, "GET", "/api/users/{id}", users_get, app) ||
