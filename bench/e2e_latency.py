@@ -5,7 +5,11 @@ directory, registers N users one after another and, for each, measures the time 
 the register response (the auth transaction has committed; Argon2id is already behind
 us) until GET /api/users/{id} answers 200. Prints p50/p90/p99/max in milliseconds.
 
-usage: EVBUS_BIN_DIR=build python3 bench/e2e_latency.py [N] [--backend pg]
+usage: EVBUS_BIN_DIR=build python3 bench/e2e_latency.py [N] [--backend pg] [--broker kafka]
+
+With --broker kafka (PostgreSQL implied) the path is auth outbox -> eventbus -> its
+outbox -> Kafka (idempotent producer, acks=all) -> the subscription's consumer group ->
+user-service, on a single-node broker started for the run.
 """
 import http.client
 import json
@@ -31,16 +35,24 @@ def main():
     ap = argparse.ArgumentParser(description="end-to-end propagation latency")
     ap.add_argument("n", type=int, nargs="?", default=1000, help="registrations")
     ap.add_argument("--backend", choices=["sqlite", "pg"], default="sqlite")
+    ap.add_argument("--broker", choices=["embedded", "kafka"], default="embedded")
     opts = ap.parse_args()
     n = opts.n
-    pg_dir = None
-    if opts.backend == "pg":
+    pg_dir = kafka_dir = None
+    if opts.backend == "pg" or opts.broker == "kafka":
         pg_dir = tempfile.mkdtemp(prefix="evbus-bench-pg-")
         harness.PG = harness.PgCluster(pg_dir)
         harness.PG.start()
     try:
+        if opts.broker == "kafka":
+            kafka_dir = tempfile.mkdtemp(prefix="evbus-bench-kafka-")
+            harness.KAFKA = harness.KafkaBroker(kafka_dir)
+            harness.KAFKA.start()
         run(n)
     finally:
+        if harness.KAFKA:
+            harness.KAFKA.stop()
+            shutil.rmtree(kafka_dir, ignore_errors=True)
         if pg_dir:
             harness.PG.stop("fast")
             shutil.rmtree(pg_dir, ignore_errors=True)
@@ -48,6 +60,8 @@ def main():
 
 def run(n):
     backend = "PostgreSQL, synchronous commit" if harness.PG else "embedded default, SQLite synchronous=FULL"
+    if harness.KAFKA:
+        backend += ", Kafka (acks=all) and its consumer groups"
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(tmp)
         try:

@@ -13,7 +13,9 @@
 
 #include "eventbus.h"
 #include "evbus/log.h"
+#include "kafka.h"
 #include "evbus/outbox.h"
+#include "evbus/util.h"
 
 #define MAX_KNOWN_TOPICS 1024
 #define ADMIN_TIMEOUT_MS 5000
@@ -22,6 +24,7 @@
 struct eb_kafka {
     rd_kafka_t *rk;
     char *brokers;
+    char prefix[EB_MAX_TOPIC_PREFIX + 1]; /* before every topic name in Kafka */
     const eb_routes_t *routes;
     int partitions;
     int64_t retention_ms;
@@ -37,10 +40,10 @@ void eb_kafka_abort(eb_kafka_t *k)
         atomic_store(&k->stopping, 1);
 }
 
-/* Polls q in short steps until an event, the timeout, or eb_kafka_abort. */
-static rd_kafka_event_t *poll_queue(eb_kafka_t *k, rd_kafka_queue_t *q, int timeout_ms)
+/* Polls q in short steps until an event, the timeout, or *stop. */
+static rd_kafka_event_t *poll_queue(const atomic_int *stop, rd_kafka_queue_t *q, int timeout_ms)
 {
-    for (int waited = 0; waited < timeout_ms && !atomic_load(&k->stopping); waited += 100) {
+    for (int waited = 0; waited < timeout_ms && !atomic_load(stop); waited += 100) {
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
         if (ev)
             return ev;
@@ -66,8 +69,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     evbus_log_kv(EVBUS_LOG_WARN, "kafka: client error", "detail", reason, NULL);
 }
 
-/* librdkafka's own log lines go to ours, one JSON object per line like the rest. */
-static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+void eb_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
     evbus_log_level_t lvl = level <= 3   ? EVBUS_LOG_ERROR
@@ -82,7 +84,7 @@ static rd_kafka_t *new_producer(eb_kafka_t *k)
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char timeout[16];
     snprintf(timeout, sizeof timeout, "%d", DELIVERY_TIMEOUT_MS);
-    const char *settings[][2] = {
+    const char *const settings[][2] = {
         {"bootstrap.servers", k->brokers},
         {"enable.idempotence", "true"},
         {"acks", "all"},
@@ -92,16 +94,13 @@ static rd_kafka_t *new_producer(eb_kafka_t *k)
         {"reconnect.backoff.max.ms", "2000"},
         {"client.id", "evbus-eventbus"},
     };
-    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
-        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, sizeof err) !=
-            RD_KAFKA_CONF_OK) {
-            evbus_log_error("kafka: %s", err);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
+    if (eb_kafka_conf_set(conf, settings, sizeof settings / sizeof settings[0]) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_error);
-    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_log_cb(conf, eb_kafka_on_log);
     rd_kafka_conf_set_opaque(conf, k);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!rk) {
@@ -111,13 +110,14 @@ static rd_kafka_t *new_producer(eb_kafka_t *k)
     return rk;
 }
 
-eb_kafka_t *eb_kafka_new(const char *brokers, const eb_routes_t *routes, int partitions,
-                         int64_t retention_ms)
+eb_kafka_t *eb_kafka_new(const char *brokers, const char *prefix, const eb_routes_t *routes,
+                         int partitions, int64_t retention_ms)
 {
     eb_kafka_t *k = calloc(1, sizeof *k);
     if (!k)
         return NULL;
     k->brokers = strdup(brokers);
+    evbus_strlcpy(k->prefix, prefix, sizeof k->prefix);
     k->routes = routes;
     k->partitions = partitions;
     k->retention_ms = retention_ms;
@@ -156,21 +156,31 @@ static int known(eb_kafka_t *k, const char *topic)
     return 0;
 }
 
-/* Creates topic (an existing one is fine). Returns 0 when it exists. */
-static int create_topic(eb_kafka_t *k, const char *topic, char *err, size_t errlen)
+int eb_kafka_conf_set(rd_kafka_conf_t *conf, const char *const (*kv)[2], size_t n)
+{
+    char err[512];
+    for (size_t i = 0; i < n; i++)
+        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], err, sizeof err) != RD_KAFKA_CONF_OK) {
+            evbus_log_error("kafka: %s", err);
+            return -1;
+        }
+    return 0;
+}
+
+int eb_kafka_create_topic(rd_kafka_t *rk, const char *topic, int partitions, int64_t retention_ms,
+                          const atomic_int *stop, char *err, size_t errlen)
 {
     char retention[24];
-    snprintf(retention, sizeof retention, "%lld", (long long)k->retention_ms);
-    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, k->partitions, 1, err, errlen);
+    snprintf(retention, sizeof retention, "%lld", (long long)retention_ms);
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, partitions, 1, err, errlen);
     if (!nt)
         return -1;
     rd_kafka_NewTopic_set_config(nt, "retention.ms", retention);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(k->rk);
-    rd_kafka_AdminOptions_t *opts =
-        rd_kafka_AdminOptions_new(k->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_AdminOptions_set_request_timeout(opts, ADMIN_TIMEOUT_MS, NULL, 0);
-    rd_kafka_CreateTopics(k->rk, &nt, 1, opts, q);
-    rd_kafka_event_t *ev = poll_queue(k, q, ADMIN_TIMEOUT_MS + 1000);
+    rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
+    rd_kafka_event_t *ev = poll_queue(stop, q, ADMIN_TIMEOUT_MS + 1000);
     int rc = -1;
     if (!ev) {
         snprintf(err, errlen, "creating topic %s timed out", topic);
@@ -192,15 +202,25 @@ static int create_topic(eb_kafka_t *k, const char *topic, char *err, size_t errl
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_queue_destroy(q);
     rd_kafka_NewTopic_destroy(nt);
-    if (rc == 0 && k->nknown < MAX_KNOWN_TOPICS) {
-        k->known[k->nknown] = strdup(topic);
-        if (k->known[k->nknown])
-            k->nknown++;
+    if (rc == 0) {
         char p[16];
-        snprintf(p, sizeof p, "%d", k->partitions);
+        snprintf(p, sizeof p, "%d", partitions);
         evbus_log_kv(EVBUS_LOG_INFO, "kafka: topic ready", "topic", topic, "partitions", p, NULL);
     }
     return rc;
+}
+
+/* Creates topic unless this producer created or saw it already. */
+static int ensure_topic(eb_kafka_t *k, const char *topic, char *err, size_t errlen)
+{
+    if (known(k, topic))
+        return 0;
+    if (eb_kafka_create_topic(k->rk, topic, k->partitions, k->retention_ms, &k->stopping, err,
+                              errlen) != 0)
+        return -1;
+    if (k->nknown < MAX_KNOWN_TOPICS && (k->known[k->nknown] = strdup(topic)))
+        k->nknown++;
+    return 0;
 }
 
 int eb_kafka_send(void *ud, const evbus_outbox_row_t *rows, unsigned n, int *outcome, char *err,
@@ -216,12 +236,13 @@ int eb_kafka_send(void *ud, const evbus_outbox_row_t *rows, unsigned n, int *out
     }
     for (unsigned i = 0; i < n; i++) {
         outcome[i] = EVBUS_RELAY_RETRY;
-        char topic[EB_MAX_TOPIC + 1];
-        if (!k->rk || eb_route(k->routes, rows[i].type, topic, sizeof topic) != 0) {
+        char route[EB_MAX_TOPIC + 1], topic[EB_MAX_TOPIC_PREFIX + EB_MAX_TOPIC + 1];
+        if (!k->rk || eb_route(k->routes, rows[i].type, route, sizeof route) != 0) {
             snprintf(err, errlen, "no producer or no topic for type %.100s", rows[i].type);
             continue;
         }
-        if (!known(k, topic) && create_topic(k, topic, err, errlen) != 0)
+        snprintf(topic, sizeof topic, "%s%s", k->prefix, route);
+        if (ensure_topic(k, topic, err, errlen) != 0)
             continue;
         const char *ctype = "application/cloudevents+json; charset=UTF-8";
         rd_kafka_resp_err_t e = rd_kafka_producev(

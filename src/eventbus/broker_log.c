@@ -36,6 +36,9 @@ const evbus_migration_t eb_migrations[] = {
        [EVBUS_DIALECT_PG] = EB_SCHEMA_V1("BIGSERIAL PRIMARY KEY")}}},
     /* retention deletes by age */
     {2, {{"CREATE INDEX eb_events_received ON eb_events (received_at)"}}},
+    /* where a subscription starts; the Kafka groups need it when they first get a
+     * partition, long after the creation */
+    {3, {{"ALTER TABLE eb_subscriptions ADD COLUMN start_from TEXT NOT NULL DEFAULT 'latest'"}}},
 };
 const size_t eb_nmigrations = sizeof eb_migrations / sizeof eb_migrations[0];
 
@@ -43,19 +46,6 @@ static const evbus_sql_t SQL_FETCH = {{
     "SELECT seq, type, body FROM eb_events WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?",
 }};
 static const evbus_sql_t SQL_HEAD = {{"SELECT COALESCE(MAX(seq), 0) FROM eb_events"}};
-
-static int type_wanted(json_t *types, const char *type)
-{
-    if (!types)
-        return 1;
-    size_t i;
-    json_t *t;
-    json_array_foreach (types, i, t) {
-        if (strcmp(json_string_value(t), type) == 0)
-            return 1;
-    }
-    return 0;
-}
 
 /* Rows examined per call at most, so a filter that matches little cannot make one poll
  * scan the whole topic. */
@@ -79,7 +69,7 @@ static evbus_err_t log_fetch(evbus_store_t *st, const char *topic, json_t *types
             got++;
             int64_t seq = evbus_stmt_int64(s, 0);
             *next = seq;
-            if (!type_wanted(types, evbus_stmt_text(s, 1)))
+            if (!eb_type_wanted(types, evbus_stmt_text(s, 1)))
                 continue;
             json_t *ev = json_loads(evbus_stmt_text(s, 2), 0, NULL);
             if (!ev) {

@@ -9,7 +9,8 @@
 #include "evbus/outbox.h"
 #include "evbus/store.h"
 
-#define EB_MAX_TOPIC 249 /* Kafka's limit, so topics carry over to the Kafka broker */
+#define EB_MAX_TOPIC 249       /* Kafka's limit, so topics carry over to the Kafka broker */
+#define EB_MAX_TOPIC_PREFIX 64 /* EVENTBUS_KAFKA_TOPIC_PREFIX */
 
 /* ---- routing.c: event type -> topic ---- */
 typedef struct eb_routes eb_routes_t;
@@ -21,6 +22,9 @@ void eb_routes_free(eb_routes_t *r);
 int eb_route(const eb_routes_t *r, const char *type, char *out, size_t len);
 /* Returns 1 if s is a valid topic name: 1..249 of [A-Za-z0-9._-]. */
 int eb_topic_valid(const char *s);
+/* Returns 1 if a subscription's type filter (a JSON array of strings, or NULL for all)
+ * lets type through. */
+int eb_type_wanted(json_t *types, const char *type);
 
 /* ---- waiters.c: long-polls parked until events arrive or their deadline ---- */
 typedef struct eb_waiters eb_waiters_t;
@@ -109,8 +113,9 @@ void eb_listener_stop(eb_listener_t *l);
 
 /* ---- broker_kafka.c: the relay sink to Apache Kafka ---- */
 typedef struct eb_kafka eb_kafka_t;
-eb_kafka_t *eb_kafka_new(const char *brokers, const eb_routes_t *routes, int partitions,
-                         int64_t retention_ms);
+/* prefix goes before every topic name in Kafka (several deployments on one cluster). */
+eb_kafka_t *eb_kafka_new(const char *brokers, const char *prefix, const eb_routes_t *routes,
+                         int partitions, int64_t retention_ms);
 /* The evbus_relay_sink_t send function; ud is the eb_kafka_t. Relay thread. */
 int eb_kafka_send(void *ud, const evbus_outbox_row_t *rows, unsigned n, int *outcome, char *err,
                   size_t errlen);
@@ -121,10 +126,53 @@ int eb_kafka_up(eb_kafka_t *k);
 void eb_kafka_abort(eb_kafka_t *k);
 void eb_kafka_free(eb_kafka_t *k);
 
+/* ---- kafka_subs.c: subscriptions served from Kafka consumer groups ---- */
+typedef struct eb_ksubs eb_ksubs_t;
+typedef struct eb_ksub eb_ksub_t;
+typedef struct {
+    const char *brokers;
+    const char *prefix;     /* before every topic name in Kafka */
+    eb_waiters_t *waiters;  /* woken when a member buffers events */
+    int64_t idle_ms;        /* a member without polls for this long leaves the group */
+    int session_timeout_ms; /* how long a dead member holds its partitions */
+    size_t buffer_events;   /* per member: fetching pauses above this ... */
+    size_t buffer_bytes;    /* ... or this many bytes buffered */
+    int partitions;         /* for topics a subscription creates */
+    int64_t retention_ms;
+} eb_ksubs_opts_t;
+typedef struct {
+    char name[65], topic[EB_MAX_TOPIC + 1];
+    json_t *types; /* array or NULL (the member keeps its own reference) */
+    int from_earliest;
+    int64_t created_at; /* ms; with the name, identifies the consumer group */
+} eb_ksub_def_t;
+typedef enum { EB_ACK_OK, EB_ACK_RANGE, EB_ACK_FOREIGN } eb_ack_t;
+
+eb_ksubs_t *eb_ksubs_new(const eb_ksubs_opts_t *opts);
+/* Leaves every group and frees; after the HTTP server is gone. */
+void eb_ksubs_free(eb_ksubs_t *m);
+/* This instance's member of the subscription's group, joining it first when join is set
+ * (else NULL when there is none). Give it back with eb_ksubs_put. */
+eb_ksub_t *eb_ksubs_get(eb_ksubs_t *m, const eb_ksub_def_t *def, int join);
+void eb_ksubs_put(eb_ksubs_t *m, eb_ksub_t *s);
+/* The subscription was deleted: leave its group. */
+void eb_ksubs_drop(eb_ksubs_t *m, const char *name);
+/* 1 once the member was dropped or replaced. */
+int eb_ksub_closed(eb_ksubs_t *m, eb_ksub_t *s);
+/* Appends up to max buffered events after the acknowledged position to out as
+ * {"position","partition","offset","event"}; *next is the last position examined.
+ * Returns 1 when anything was examined (events, or entries the type filter skipped). */
+int eb_ksub_fetch(eb_ksub_t *s, unsigned max, json_t *out, int64_t *next);
+/* Acknowledges everything up to pos and commits the offsets. *acked: the position now. */
+eb_ack_t eb_ksub_ack(eb_ksub_t *s, int64_t pos, int64_t *acked);
+/* {"group","partitions","buffered","paused"} and the member's positions. */
+json_t *eb_ksub_info(eb_ksub_t *s, int64_t *position, int64_t *head);
+
 /* ---- the daemon ---- */
 typedef struct {
-    char *host, *db, *routes, *log_level, *log_format, *broker;
-    int64_t port, threads, max_body, max_batch, max_wait, max_group, retention_s, kafka_partitions;
+    char *host, *db, *routes, *log_level, *log_format, *broker, *kafka_prefix;
+    int64_t port, threads, max_body, max_batch, max_wait, max_group, retention_s, kafka_partitions,
+        kafka_idle_s, kafka_session_ms, kafka_buffer, kafka_relay_batch;
 } eb_config_t;
 
 typedef struct {
@@ -137,6 +185,7 @@ typedef struct {
     eb_listener_t *listener;
     eb_kafka_t *kafka;    /* NULL on the embedded broker */
     evbus_relay_t *relay; /* outbox -> Kafka */
+    eb_ksubs_t *ksubs;    /* subscriptions as Kafka consumer groups */
 } eb_app_t;
 
 void eb_publish_handler(evbus_req_t *req, void *app);

@@ -37,6 +37,24 @@ static const evbus_cfg_t config[] = {
      &g_app.cfg.broker, 0, NULL},
     {"kafka-partitions", "EVENTBUS_KAFKA_PARTITIONS", EVBUS_CFG_INT, 1, 1000, "3",
      "partitions of the Kafka topics the eventbus creates", &g_app.cfg.kafka_partitions, 0, NULL},
+    {"kafka-topic-prefix", "EVENTBUS_KAFKA_TOPIC_PREFIX", EVBUS_CFG_STR, 0, EB_MAX_TOPIC_PREFIX, "",
+     "put before every topic name in Kafka, so several deployments can share one cluster",
+     &g_app.cfg.kafka_prefix, 0, NULL},
+    {"kafka-relay-batch", "EVENTBUS_KAFKA_RELAY_BATCH", EVBUS_CFG_INT, 1, 100000, "1000",
+     "outbox rows the relay sends to Kafka per round (claimed, produced, settled together)",
+     &g_app.cfg.kafka_relay_batch, 0, NULL},
+    {"kafka-idle", "EVENTBUS_KAFKA_IDLE_S", EVBUS_CFG_INT, 1, 86400, "30",
+     "an instance not polled on a subscription for this many seconds leaves its Kafka consumer "
+     "group, so the other instances take its partitions",
+     &g_app.cfg.kafka_idle_s, 0, NULL},
+    {"kafka-session-timeout", "EVENTBUS_KAFKA_SESSION_TIMEOUT_MS", EVBUS_CFG_INT, 1000, 3600000,
+     "10000",
+     "how long the partitions of an instance that died stay with it before Kafka moves "
+     "them to another instance, in milliseconds",
+     &g_app.cfg.kafka_session_ms, 0, NULL},
+    {"kafka-buffer", "EVENTBUS_KAFKA_BUFFER", EVBUS_CFG_INT, 10, 1000000, "5000",
+     "events an instance reads ahead per subscription before it pauses fetching from Kafka",
+     &g_app.cfg.kafka_buffer, 0, NULL},
     {"routes", "EVENTBUS_ROUTES", EVBUS_CFG_STR, 0, 65536, "",
      "type->topic overrides, e.g. UserRegistered=USERS,OrderPlaced=ORDERS", &g_app.cfg.routes, 0,
      NULL},
@@ -96,20 +114,37 @@ static int start_kafka(eb_app_t *app, evbus_relay_sink_t *sink)
         evbus_log_error("config: EVENTBUS_BROKER: kafka:// needs HOST:PORT");
         return -1;
     }
-    if (!(app->kafka = eb_kafka_new(brokers, app->routes, (int)app->cfg.kafka_partitions,
-                                    app->cfg.retention_s * 1000)))
+    if (*app->cfg.kafka_prefix && !eb_topic_valid(app->cfg.kafka_prefix)) {
+        evbus_log_error("config: EVENTBUS_KAFKA_TOPIC_PREFIX: only [A-Za-z0-9._-] allowed");
+        return -1;
+    }
+    if (!(app->kafka = eb_kafka_new(brokers, app->cfg.kafka_prefix, app->routes,
+                                    (int)app->cfg.kafka_partitions, app->cfg.retention_s * 1000)))
         return -1;
     *sink = (evbus_relay_sink_t){"kafka", eb_kafka_send, app->kafka};
     evbus_relay_opts_t ro = {
         .store_url = app->cfg.db,
         .sink = sink,
-        .batch = 1000,
+        .batch = (unsigned)app->cfg.kafka_relay_batch,
         .backoff_initial_ms = 100,
         .backoff_cap_ms = 5000,
         .timeout_ms = 15000,
         .retention_ms = app->cfg.retention_s * 1000,
     };
-    return (app->relay = evbus_relay_start(&ro)) ? 0 : -1;
+    if (!(app->relay = evbus_relay_start(&ro)))
+        return -1;
+    eb_ksubs_opts_t ko = {
+        .brokers = brokers,
+        .prefix = app->cfg.kafka_prefix,
+        .waiters = app->waiters,
+        .idle_ms = app->cfg.kafka_idle_s * 1000,
+        .session_timeout_ms = (int)app->cfg.kafka_session_ms,
+        .buffer_events = (size_t)app->cfg.kafka_buffer,
+        .buffer_bytes = 32u << 20,
+        .partitions = (int)app->cfg.kafka_partitions,
+        .retention_ms = app->cfg.retention_s * 1000,
+    };
+    return (app->ksubs = eb_ksubs_new(&ko)) ? 0 : -1;
 }
 
 static int setup_routes(evbus_http_server_t *http, eb_app_t *app)
@@ -175,10 +210,10 @@ int main(int argc, char **argv)
     evbus_store_close(db);
     db = NULL;
     evbus_relay_sink_t sink;
-    if (kafka && start_kafka(app, &sink) != 0)
-        goto out;
     if (!(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads + 2)) ||
         !(app->waiters = eb_waiters_new()))
+        goto out;
+    if (kafka && start_kafka(app, &sink) != 0)
         goto out;
     eb_writer_opts_t wo = {
         .db_url = app->cfg.db,
@@ -225,6 +260,7 @@ out:
     eb_kafka_abort(app->kafka);   /* a send waiting on an absent Kafka ends now */
     evbus_relay_stop(app->relay); /* after the writer: nothing wakes it any more */
     eb_kafka_free(app->kafka);
+    eb_ksubs_free(app->ksubs); /* leaves the consumer groups */
     eb_waiters_free(app->waiters);
     evbus_store_pool_free(app->pool);
     evbus_store_close(db);

@@ -105,3 +105,16 @@ int eb_route(const eb_routes_t *r, const char *type, char *out, size_t len)
     out[o] = '\0';
     return eb_topic_valid(out) ? 0 : -1;
 }
+
+int eb_type_wanted(json_t *types, const char *type)
+{
+    if (!types)
+        return 1;
+    size_t i;
+    json_t *t;
+    json_array_foreach (types, i, t) {
+        if (strcmp(json_string_value(t), type) == 0)
+            return 1;
+    }
+    return 0;
+}

@@ -15,14 +15,16 @@
 static const char *const json_types[] = {"application/json", NULL};
 
 static const evbus_sql_t SQL_SUB_GET = {{
-    "SELECT name, topic, types, mode, cursor, created_at FROM eb_subscriptions WHERE name = ?",
+    "SELECT name, topic, types, mode, cursor, created_at, start_from FROM eb_subscriptions"
+    " WHERE name = ?",
 }};
 static const evbus_sql_t SQL_SUB_LIST = {{
-    "SELECT name, topic, types, mode, cursor, created_at FROM eb_subscriptions ORDER BY name",
+    "SELECT name, topic, types, mode, cursor, created_at, start_from FROM eb_subscriptions"
+    " ORDER BY name",
 }};
 static const evbus_sql_t SQL_SUB_INSERT = {{
-    "INSERT INTO eb_subscriptions (name, topic, types, mode, cursor, created_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+    "INSERT INTO eb_subscriptions (name, topic, types, mode, cursor, created_at, updated_at,"
+    " start_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
 }};
 static const evbus_sql_t SQL_SUB_DELETE = {{"DELETE FROM eb_subscriptions WHERE name = ?"}};
 static const evbus_sql_t SQL_SUB_ACK = {{
@@ -37,6 +39,7 @@ typedef struct {
     char name[65], topic[EB_MAX_TOPIC + 1], mode[8];
     json_t *types; /* array or NULL */
     int64_t cursor, created_at;
+    int from_earliest;
 } sub_t;
 
 static void sub_clear(sub_t *s)
@@ -53,6 +56,16 @@ static void sub_from_row(evbus_stmt_t *st, sub_t *s)
     evbus_strlcpy(s->mode, evbus_stmt_text(st, 3), sizeof s->mode);
     s->cursor = evbus_stmt_int64(st, 4);
     s->created_at = evbus_stmt_int64(st, 5);
+    s->from_earliest = strcmp(evbus_stmt_text(st, 6), "earliest") == 0;
+}
+
+static eb_ksub_def_t ksub_def(const sub_t *s)
+{
+    eb_ksub_def_t d = {
+        .types = s->types, .from_earliest = s->from_earliest, .created_at = s->created_at};
+    evbus_strlcpy(d.name, s->name, sizeof d.name);
+    evbus_strlcpy(d.topic, s->topic, sizeof d.topic);
+    return d;
 }
 
 /* Loads a subscription: EVBUS_ERR_OK, NOTFOUND or DB. */
@@ -71,15 +84,37 @@ static evbus_err_t sub_load(evbus_store_t *db, const char *name, sub_t *s)
                                    : EVBUS_ERR_DB;
 }
 
+/* The resource. On Kafka, position and head are this instance's: the positions of the
+ * events its group member buffered (0 while it has none), and "kafka" tells the group
+ * and the partitions this instance holds. */
+/* Loads the subscription named in the request into s; answers 404 or 503 and returns 0
+ * when it cannot. */
+static int sub_load_or_answer(eb_app_t *app, evbus_req_t *req, const char *name, sub_t *s);
+
 static json_t *sub_json(eb_app_t *app, evbus_store_t *db, const sub_t *s)
 {
     char created[40];
     evbus_fmt_rfc3339(s->created_at, created, sizeof created);
-    int64_t head = 0;
-    app->broker->head(db, &head);
-    return json_pack("{s:s, s:s, s:O?, s:s, s:I, s:I, s:s}", "name", s->name, "topic", s->topic,
-                     "types", s->types, "mode", s->mode, "position", (json_int_t)s->cursor, "head",
-                     (json_int_t)head, "createdAt", created);
+    int64_t head = 0, position = s->cursor;
+    json_t *kafka = NULL;
+    if (app->ksubs) {
+        eb_ksub_def_t d = ksub_def(s);
+        eb_ksub_t *k = eb_ksubs_get(app->ksubs, &d, 0);
+        position = 0;
+        kafka = k ? eb_ksub_info(k, &position, &head)
+                  : json_pack("{s:n, s:[], s:i, s:b}", "group", "partitions", "buffered", 0,
+                              "paused", 0);
+        eb_ksubs_put(app->ksubs, k);
+    } else {
+        app->broker->head(db, &head);
+    }
+    json_t *j = json_pack("{s:s, s:s, s:O?, s:s, s:s, s:I, s:I, s:s}", "name", s->name, "topic",
+                          s->topic, "types", s->types, "mode", s->mode, "from",
+                          s->from_earliest ? "earliest" : "latest", "position",
+                          (json_int_t)position, "head", (json_int_t)head, "createdAt", created);
+    if (kafka)
+        json_object_set_new(j, "kafka", kafka);
+    return j;
 }
 
 static void db_unavailable(evbus_req_t *req)
@@ -94,6 +129,18 @@ static void not_found(evbus_req_t *req, const char *name)
     char detail[128];
     snprintf(detail, sizeof detail, "there is no subscription named '%.64s'", name);
     evbus_req_problem(req, 404, "subscription-not-found", "Subscription Not Found", detail, NULL);
+}
+
+static int sub_load_or_answer(eb_app_t *app, evbus_req_t *req, const char *name, sub_t *s)
+{
+    evbus_store_t *db = evbus_store_pool_get(app->pool);
+    evbus_err_t rc = sub_load(db, name, s);
+    evbus_store_pool_put(app->pool, db);
+    if (rc == EVBUS_ERR_NOTFOUND)
+        not_found(req, name);
+    else if (rc != EVBUS_ERR_OK)
+        db_unavailable(req);
+    return rc == EVBUS_ERR_OK;
 }
 
 static int name_valid(const char *s)
@@ -184,8 +231,9 @@ static void create_in(eb_app_t *app, evbus_req_t *req, evbus_store_t *db, sub_t 
     int inserted = -1;
     if (evbus_store_begin(db) != EVBUS_ERR_OK)
         goto out;
-    /* a new subscription sees every event accepted after it exists */
-    if (!from_earliest && app->broker->head(db, &head) != EVBUS_ERR_OK)
+    /* a new subscription sees every event accepted after it exists (on Kafka: from the
+     * first message not older than created_at) */
+    if (!from_earliest && !app->ksubs && app->broker->head(db, &head) != EVBUS_ERR_OK)
         goto rollback;
     if (!(st = evbus_store_prepare(db, &SQL_SUB_INSERT)))
         goto rollback;
@@ -196,6 +244,7 @@ static void create_in(eb_app_t *app, evbus_req_t *req, evbus_store_t *db, sub_t 
     evbus_stmt_bind_int64(st, 5, head);
     evbus_stmt_bind_int64(st, 6, now);
     evbus_stmt_bind_int64(st, 7, now);
+    evbus_stmt_bind_text(st, 8, from_earliest ? "earliest" : "latest");
     if (evbus_stmt_step(st, NULL) == EVBUS_STEP_DONE)
         inserted = (int)evbus_stmt_changes(st);
     evbus_stmt_done(st);
@@ -321,6 +370,8 @@ void eb_subs_delete(evbus_req_t *req, void *ud)
     } else if (!changed) {
         not_found(req, name);
     } else {
+        if (app->ksubs)
+            eb_ksubs_drop(app->ksubs, name);
         evbus_log_kv(EVBUS_LOG_INFO, "subscription deleted", "subscription", name, NULL);
         evbus_req_reply_json(req, 204, NULL);
     }
@@ -332,13 +383,24 @@ typedef struct {
     eb_waiter_t waiter;
     sub_t sub;
     unsigned max;
+    eb_ksubs_t *ksubs; /* Kafka: the group member serving this poll */
+    eb_ksub_t *member;
 } poll_state_t;
 
 static void poll_state_free(void *p)
 {
     poll_state_t *ps = p;
+    if (ps->member)
+        eb_ksubs_put(ps->ksubs, ps->member);
     sub_clear(&ps->sub);
     free(ps);
+}
+
+static void kafka_unavailable(evbus_req_t *req)
+{
+    evbus_req_add_header(req, "Retry-After", "1");
+    evbus_req_problem(req, 503, "broker-unavailable", "Service Unavailable",
+                      "the Kafka consumer for this subscription cannot start", NULL);
 }
 
 static int query_int(evbus_req_t *req, const char *key, int64_t min, int64_t max, int64_t def,
@@ -371,17 +433,18 @@ static poll_state_t *poll_begin(eb_app_t *app, evbus_req_t *req)
         db_unavailable(req);
         return NULL;
     }
-    const char *name = evbus_req_param(req, "name");
-    evbus_store_t *db = evbus_store_pool_get(app->pool);
-    evbus_err_t rc = sub_load(db, name, &ps->sub);
-    evbus_store_pool_put(app->pool, db);
-    if (rc != EVBUS_ERR_OK) {
-        if (rc == EVBUS_ERR_NOTFOUND)
-            not_found(req, name);
-        else
-            db_unavailable(req);
+    if (!sub_load_or_answer(app, req, evbus_req_param(req, "name"), &ps->sub)) {
         poll_state_free(ps);
         return NULL;
+    }
+    if (app->ksubs) {
+        eb_ksub_def_t d = ksub_def(&ps->sub);
+        ps->ksubs = app->ksubs;
+        if (!(ps->member = eb_ksubs_get(app->ksubs, &d, 1))) {
+            kafka_unavailable(req);
+            poll_state_free(ps);
+            return NULL;
+        }
     }
     ps->max = (unsigned)max;
     ps->waiter.req = req;
@@ -391,12 +454,45 @@ static poll_state_t *poll_begin(eb_app_t *app, evbus_req_t *req)
     return ps;
 }
 
+static void reply_events(evbus_req_t *req, const char *name, json_t *events, int64_t next)
+{
+    evbus_req_reply_json(req, 200,
+                         json_pack("{s:s, s:o, s:I}", "subscription", name, "events", events,
+                                   "next", (json_int_t)next));
+}
+
+/* Pull on Kafka: the events this instance's group member buffered. */
+static void poll_kafka(eb_app_t *app, evbus_req_t *req, poll_state_t *ps)
+{
+    for (;;) {
+        uint64_t gen = eb_waiters_gen(app->waiters);
+        if (eb_ksub_closed(app->ksubs, ps->member)) {
+            not_found(req, ps->sub.name);
+            return;
+        }
+        json_t *events = json_array();
+        int64_t next = 0;
+        int examined = eb_ksub_fetch(ps->member, ps->max, events, &next);
+        if (examined || evbus_mono_us() >= ps->waiter.deadline_us || evbus_http_stopping(req)) {
+            reply_events(req, ps->sub.name, events, next);
+            return;
+        }
+        json_decref(events);
+        if (eb_waiters_park(app->waiters, &ps->waiter, gen))
+            return; /* resumed when the member buffers events, or by the deadline */
+    }
+}
+
 void eb_subs_poll(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     poll_state_t *ps = evbus_req_state(req);
     if (!ps && !(ps = poll_begin(app, req)))
         return;
+    if (ps->member) {
+        poll_kafka(app, req, ps);
+        return;
+    }
     for (;;) {
         uint64_t gen = eb_waiters_gen(app->waiters);
         evbus_store_t *db = evbus_store_pool_get(app->pool);
@@ -428,15 +524,40 @@ void eb_subs_poll(evbus_req_t *req, void *ud)
         }
         if (json_array_size(events) > 0 || next > cursor ||
             evbus_mono_us() >= ps->waiter.deadline_us || evbus_http_stopping(req)) {
-            evbus_req_reply_json(req, 200,
-                                 json_pack("{s:s, s:o, s:I}", "subscription", ps->sub.name,
-                                           "events", events, "next", (json_int_t)next));
+            reply_events(req, ps->sub.name, events, next);
             return;
         }
         json_decref(events);
         if (eb_waiters_park(app->waiters, &ps->waiter, gen))
             return; /* resumed by a commit on the topic or by the deadline */
     }
+}
+
+/* Ack on Kafka: positions belong to the instance whose group member delivered them. */
+static void ack_kafka(eb_app_t *app, evbus_req_t *req, const char *name, int64_t p)
+{
+    sub_t s = {0};
+    if (!sub_load_or_answer(app, req, name, &s))
+        return;
+    eb_ksub_def_t d = ksub_def(&s);
+    eb_ksub_t *k = eb_ksubs_get(app->ksubs, &d, 0);
+    int64_t acked = 0;
+    eb_ack_t a = k ? eb_ksub_ack(k, p, &acked) : EB_ACK_FOREIGN;
+    eb_ksubs_put(app->ksubs, k);
+    if (a == EB_ACK_OK)
+        evbus_req_reply_json(
+            req, 200,
+            json_pack("{s:s, s:I}", "subscription", s.name, "position", (json_int_t)acked));
+    else if (a == EB_ACK_RANGE)
+        evbus_req_problem(req, 400, "position-out-of-range", "Position Out Of Range",
+                          "the position is beyond the last event this instance delivered", NULL);
+    else
+        evbus_req_problem(req, 409, "position-unknown", "Position Unknown",
+                          "this instance did not deliver that position: on Kafka, acknowledge "
+                          "on the instance that answered the poll (the events are redelivered "
+                          "otherwise)",
+                          NULL);
+    sub_clear(&s);
 }
 
 void eb_subs_ack(evbus_req_t *req, void *ud)
@@ -459,6 +580,10 @@ void eb_subs_ack(evbus_req_t *req, void *ud)
     }
     int64_t p = json_integer_value(pos);
     json_decref(body);
+    if (app->ksubs) {
+        ack_kafka(app, req, name, p);
+        return;
+    }
     evbus_store_t *db = evbus_store_pool_get(app->pool);
     int64_t head = 0;
     evbus_err_t rc = app->broker->head(db, &head);

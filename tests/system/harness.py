@@ -337,9 +337,14 @@ class Stack:
         if prepare:
             prepare(self)
         bus_env = dict(EVENTBUS_DB=self.db["eventbus"])
+        # one Kafka broker serves the whole session: each stack gets topics of its own
+        self.topic_prefix = f"t{uuid.uuid4().hex[:8]}." if KAFKA else ""
         if KAFKA:
-            bus_env["EVENTBUS_BROKER"] = f"kafka://{KAFKA.bootstrap}"
+            bus_env.update(EVENTBUS_BROKER=f"kafka://{KAFKA.bootstrap}",
+                           EVENTBUS_KAFKA_TOPIC_PREFIX=self.topic_prefix,
+                           EVENTBUS_KAFKA_SESSION_TIMEOUT_MS="6000")
         bus_env.update(env.get("eventbus", {}))
+        self.bus_env = bus_env  # for more eventbus instances on the same data
         self.eventbus = Service("eventbus", "eventbus", workdir, bus_env)
         self.eventbus.start()
         bus = f"http://127.0.0.1:{self.eventbus.port}"
@@ -361,6 +366,10 @@ class Stack:
                 if s.proc.poll() is None:
                     s.kill9()
             raise
+
+    def kafka_messages(self, topic):
+        """The messages of one of this stack's topics in Kafka, read with kcat."""
+        return KAFKA.messages(self.topic_prefix + topic)
 
     def stop(self):
         errors = []

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 import harness
-from harness import make_event, request, wait_until
+from harness import Service, make_event, request, wait_until
 
 CE = {"Content-Type": "application/cloudevents+json"}
 
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.skipif(harness.os.environ.get("EVBUS_TEST_BROKER") != "
                                 reason="needs a Kafka broker")
 
 
-def ids_in(topic):
-    return [json.loads(v)["id"] for _, v in harness.KAFKA.messages(topic)]
+def ids_in(stack, topic):
+    return [json.loads(v)["id"] for _, v in stack.kafka_messages(topic)]
 
 
 def outbox_pending(bus):
@@ -30,7 +30,7 @@ def test_kcat_reads_the_registration(stack):
     user = r.json["userId"]
 
     def arrived():
-        return [(k, json.loads(v)) for k, v in harness.KAFKA.messages("USER_REGISTERED")
+        return [(k, json.loads(v)) for k, v in stack.kafka_messages("USER_REGISTERED")
                 if json.loads(v)["id"] == r.json["eventId"]]
 
     (key, event), = wait_until(arrived, timeout=30, interval=0.2, what="the event in USER_REGISTERED")
@@ -80,7 +80,7 @@ def test_broker_killed_under_load(stack):
     assert failures == [], failures[:3]
     assert len(accepted) == 5000
     wait_until(lambda: outbox_pending(bus) == 0, timeout=120, interval=0.5, what="the backlog drained")
-    in_topic = ids_in("ORDER_PLACED")
+    in_topic = ids_in(stack, "ORDER_PLACED")
     missing = set(accepted) - set(in_topic)
     assert not missing, f"{len(missing)} accepted events never reached Kafka"
     print(f"ORDER_PLACED: {len(in_topic)} messages for {len(accepted)} events "
@@ -109,7 +109,7 @@ def test_relay_killed_mid_batch(stack):
     bus.kill9()
     bus.restart()
     wait_until(lambda: outbox_pending(bus) == 0, timeout=120, interval=0.5, what="the backlog drained")
-    in_topic = ids_in("ORDER_PLACED")
+    in_topic = ids_in(stack, "ORDER_PLACED")
     missing = set(accepted) - set(in_topic)
     if missing:
         some = sorted(missing)[:3]
@@ -124,3 +124,64 @@ def test_relay_killed_mid_batch(stack):
         stack.wait_profile(r.json["userId"], timeout=30)
     assert stack.count("users", "SELECT count(*) FROM users_profiles") == 10
     assert stack.count("users", "SELECT count(*) FROM evbus_inbox") == 10
+
+
+def user_registered(uid):
+    return make_event("UserRegistered", subject=uid, source="/auth-service",
+                      data={"userId": uid, "email": f"{uid}@example.com", "displayName": "Load",
+                            "registeredAt": "2026-11-28T10:00:00Z"})
+
+
+def partitions(bus):
+    r = bus.get("/api/subscriptions/user-service")
+    return r.json["kafka"]["partitions"] if r.status == 200 else []
+
+
+def test_two_instances_share_one_consumer_group(stack):
+    """Two eventbus instances serve user-service's subscription as one Kafka consumer
+    group, each polled by its own user-service on one users database: the partitions are
+    split between them, and every event is applied once, also when one instance is
+    killed with kill -9 mid-stream and its partitions move to the other."""
+    a = stack.eventbus
+    b = Service("eventbus2", "eventbus", stack.workdir, dict(stack.bus_env))
+    b.start()
+    stack.services.append(b)
+    users2 = Service("users2", "user-service", stack.workdir,
+                     dict(USERS_DB=stack.db["users"], USERS_EVENTBUS_URL=f"http://127.0.0.1:{b.port}",
+                          USERS_POLL_WAIT_S="5"))
+    users2.start()
+    stack.services.append(users2)
+    wait_until(lambda: partitions(a) and partitions(b) and sorted(partitions(a) + partitions(b)) == [0, 1, 2],
+               timeout=60, interval=0.2, what="the partitions split between the two instances")
+    group = a.get("/api/subscriptions/user-service").json["kafka"]["group"]
+    assert group == b.get("/api/subscriptions/user-service").json["kafka"]["group"]
+
+    uids = [str(uuid.uuid4()) for _ in range(600)]
+    for n, start in enumerate(range(0, 300, 25)):  # the first half through both instances
+        bus = (a, b)[n % 2]
+        r = bus.post("/api/events/publish", [user_registered(u) for u in uids[start:start + 25]], headers=CE)
+        assert r.status == 201, r.body
+
+    def profiles():
+        return stack.count("users", "SELECT count(*) FROM users_profiles")
+
+    wait_until(lambda: profiles() >= 100, timeout=60, what="deliveries under way")
+    b.kill9()  # its partitions, with whatever it had buffered, go to a after the session timeout
+    for start in range(300, 600, 25):
+        r = a.post("/api/events/publish", [user_registered(u) for u in uids[start:start + 25]], headers=CE)
+        assert r.status == 201, r.body
+    wait_until(lambda: partitions(a) == [0, 1, 2], timeout=60, interval=0.2,
+               what="the surviving instance to take every partition")
+    wait_until(lambda: profiles() == 600, timeout=120, interval=0.5, what="600 profiles")
+    b.restart()  # and it rejoins when users2 polls it again
+    wait_until(lambda: partitions(b), timeout=60, interval=0.2, what="the restarted instance to rejoin")
+    extra = user_registered(str(uuid.uuid4()))
+    assert a.post("/api/events/publish", extra, headers=CE).status == 201
+    wait_until(lambda: profiles() == 601, timeout=60, interval=0.2, what="an event after the rejoin")
+
+    assert stack.count("users", "SELECT count(DISTINCT user_id) FROM users_profiles") == 601
+    assert stack.count("users", "SELECT count(*) FROM evbus_inbox") == 601
+    applied = [l for svc in (stack.users, users2) for l in svc.lines() if l.get("msg") == "profile created"]
+    skipped = [l for svc in (stack.users, users2) for l in svc.lines() if l.get("msg") == "duplicate event skipped"]
+    assert len(applied) == 601, "an event was applied twice"
+    print(f"two instances, one group: 601 applied once, {len(skipped)} redeliveries skipped by the inbox")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(harness.os.environ.get("EVBUS_TEST_BACKEND") != 
 
 
 def second_eventbus(stack):
-    bus = Service("eventbus2", "eventbus", stack.workdir, {"EVENTBUS_DB": stack.db["eventbus"]})
+    bus = Service("eventbus2", "eventbus", stack.workdir, dict(stack.bus_env))
     bus.start()
     stack.services.append(bus)
     return bus
