@@ -53,7 +53,7 @@ format-check: deps
 
 fuzz: deps
 	@cmake -S . -B $(FUZZ_BUILD) -DEVBUS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_cloudevent fuzz_router
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_cloudevent fuzz_router fuzz_webhook
 
 fuzz-smoke: fuzz
 	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)

@@ -4,7 +4,7 @@
 set -euo pipefail
 BUILD=${1:-build-fuzz}
 SECONDS_EACH=${2:-20}
-for h in cloudevent router; do
+for h in cloudevent router webhook; do
   work=$(mktemp -d)
   cp -r "fuzz/corpus/$h/." "$work/"
   "$BUILD/fuzz_$h" -max_total_time="$SECONDS_EACH" -max_len=4096 -print_final_stats=0 \

@@ -10,6 +10,15 @@ export EVENTBUS_PORT=${EVENTBUS_PORT:-5020} AUTH_PORT=${AUTH_PORT:-5000} USERS_P
 export EVENTBUS_DB=${EVENTBUS_DB:-$DATA/eventbus.db} AUTH_DB=${AUTH_DB:-$DATA/auth.db} USERS_DB=${USERS_DB:-$DATA/users.db}
 export AUTH_EVENTBUS_URL=${AUTH_EVENTBUS_URL:-http://127.0.0.1:$EVENTBUS_PORT}
 export USERS_EVENTBUS_URL=${USERS_EVENTBUS_URL:-http://127.0.0.1:$EVENTBUS_PORT}
+# user-service takes events by signed webhook from the eventbus on this machine: allow
+# loopback for webhooks, and keep the signing secret with the data (created once, 0600)
+export EVENTBUS_PUSH_ALLOW=${EVENTBUS_PUSH_ALLOW:-127.0.0.1/32}
+if [ -z "${USERS_WEBHOOK_SECRET:-}" ] && [ -z "${USERS_WEBHOOK_SECRET_FILE:-}" ]; then
+  if [ ! -s "$DATA/users-webhook.secret" ]; then
+    (umask 077 && printf 'whsec_%s\n' "$(head -c 32 /dev/urandom | base64)" > "$DATA/users-webhook.secret")
+  fi
+  export USERS_WEBHOOK_SECRET_FILE="$DATA/users-webhook.secret"
+fi
 export EVENTBUS_LOG_FORMAT=${EVENTBUS_LOG_FORMAT:-text} AUTH_LOG_FORMAT=${AUTH_LOG_FORMAT:-text} USERS_LOG_FORMAT=${USERS_LOG_FORMAT:-text}
 
 pids=()

@@ -29,7 +29,8 @@ typedef struct {
     int64_t seq;
     const char *payload; /* the event, CloudEvents JSON */
     const char *type;
-    const char *key; /* ordering key (the event's subject), may be NULL */
+    const char *key;    /* ordering key (the event's subject), may be NULL */
+    int64_t created_at; /* when the row was appended, ms since the epoch */
 } evbus_outbox_row_t;
 
 enum { EVBUS_RELAY_SENT = 0, EVBUS_RELAY_RETRY = 1, EVBUS_RELAY_REFUSED = 2 };

@@ -13,6 +13,8 @@ int64_t evbus_mono_us(void);
 void evbus_fmt_rfc3339(int64_t ms, char *buf, size_t len);
 /* Returns 1 if s is a valid RFC 3339 date-time. */
 int evbus_is_rfc3339(const char *s);
+/* Parses an RFC 3339 time into ms since the epoch (UTC). 0, or -1 when malformed. */
+int evbus_parse_rfc3339(const char *s, int64_t *ms);
 
 /* Parses a whole decimal integer in [min, max]; returns 0 on success, -1 otherwise. */
 int evbus_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);

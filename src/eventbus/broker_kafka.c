@@ -249,8 +249,9 @@ int eb_kafka_send(void *ud, const evbus_outbox_row_t *rows, unsigned n, int *out
             k->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_KEY(rows[i].key, rows[i].key ? strlen(rows[i].key) : 0),
             RD_KAFKA_V_VALUE((void *)rows[i].payload, strlen(rows[i].payload)),
-            RD_KAFKA_V_HEADER("content-type", ctype, -1), RD_KAFKA_V_OPAQUE(&outcome[i]),
-            RD_KAFKA_V_END);
+            /* the time the eventbus accepted the event: what a seek by time means */
+            RD_KAFKA_V_TIMESTAMP(rows[i].created_at), RD_KAFKA_V_HEADER("content-type", ctype, -1),
+            RD_KAFKA_V_OPAQUE(&outcome[i]), RD_KAFKA_V_END);
         if (e) {
             snprintf(err, errlen, "produce: %s", rd_kafka_err2str(e));
             continue;

@@ -30,6 +30,35 @@
     " created_at BIGINT NOT NULL,"                                                                 \
     " updated_at BIGINT NOT NULL);"
 
+#define EB_SCHEMA_V4(id_column)                                                                    \
+    "ALTER TABLE eb_subscriptions ADD COLUMN push TEXT;"                                           \
+    "ALTER TABLE eb_subscriptions ADD COLUMN secret TEXT;"                                         \
+    "ALTER TABLE eb_subscriptions ADD COLUMN secret_prev TEXT;"                                    \
+    "ALTER TABLE eb_subscriptions ADD COLUMN secret_prev_until BIGINT NOT NULL DEFAULT 0;"         \
+    "ALTER TABLE eb_subscriptions ADD COLUMN state TEXT NOT NULL DEFAULT 'active';"                \
+    "ALTER TABLE eb_subscriptions ADD COLUMN state_reason TEXT;"                                   \
+    "ALTER TABLE eb_subscriptions ADD COLUMN group_epoch BIGINT NOT NULL DEFAULT 0;"               \
+    "ALTER TABLE eb_subscriptions ADD COLUMN start_at BIGINT NOT NULL DEFAULT 0;"                  \
+    "ALTER TABLE eb_subscriptions ADD COLUMN seek_gen BIGINT NOT NULL DEFAULT 0;"                  \
+    "ALTER TABLE eb_subscriptions ADD COLUMN lease_owner TEXT;"                                    \
+    "ALTER TABLE eb_subscriptions ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0;"               \
+    "CREATE TABLE eb_dlq ("                                                                        \
+    " id " id_column ","                                                                           \
+    " subscription TEXT NOT NULL,"                                                                 \
+    " event_id TEXT NOT NULL,"                                                                     \
+    " position BIGINT NOT NULL,"                                                                   \
+    " type TEXT NOT NULL,"                                                                         \
+    " subject TEXT,"                                                                               \
+    " body TEXT NOT NULL,"                                                                         \
+    " attempts INTEGER NOT NULL,"                                                                  \
+    " last_status INTEGER NOT NULL,"                                                               \
+    " last_error TEXT,"                                                                            \
+    " first_attempt_at BIGINT NOT NULL,"                                                           \
+    " failed_at BIGINT NOT NULL,"                                                                  \
+    " state TEXT NOT NULL DEFAULT 'parked',"                                                       \
+    " UNIQUE (subscription, event_id));"                                                           \
+    "CREATE INDEX eb_dlq_state ON eb_dlq (subscription, state, id);"
+
 const evbus_migration_t eb_migrations[] = {
     {1,
      {{[EVBUS_DIALECT_SQLITE] = EB_SCHEMA_V1("INTEGER PRIMARY KEY AUTOINCREMENT"),
@@ -39,6 +68,11 @@ const evbus_migration_t eb_migrations[] = {
     /* where a subscription starts; the Kafka groups need it when they first get a
      * partition, long after the creation */
     {3, {{"ALTER TABLE eb_subscriptions ADD COLUMN start_from TEXT NOT NULL DEFAULT 'latest'"}}},
+    /* push delivery: the webhook and its policies, secrets, state, a delivery lease (one
+     * instance pushes a subscription on the embedded log), seeks, and the dead letters */
+    {4,
+     {{[EVBUS_DIALECT_SQLITE] = EB_SCHEMA_V4("INTEGER PRIMARY KEY AUTOINCREMENT"),
+       [EVBUS_DIALECT_PG] = EB_SCHEMA_V4("BIGSERIAL PRIMARY KEY")}}},
 };
 const size_t eb_nmigrations = sizeof eb_migrations / sizeof eb_migrations[0];
 

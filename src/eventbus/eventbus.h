@@ -126,6 +126,38 @@ int eb_kafka_up(eb_kafka_t *k);
 void eb_kafka_abort(eb_kafka_t *k);
 void eb_kafka_free(eb_kafka_t *k);
 
+/* ---- ssrf.c: where webhooks may go ---- */
+struct sockaddr;
+typedef struct eb_allow eb_allow_t;
+/* Parses "CIDR,CIDR" (may be empty): addresses webhooks may reach although loopback,
+ * private or link-local. NULL and a message on bad input. */
+eb_allow_t *eb_allow_new(const char *spec, char *err, size_t errlen);
+void eb_allow_free(eb_allow_t *a);
+/* 1 when a webhook may connect to sa: a public address, or one the allow-list names. */
+int eb_addr_permitted(const eb_allow_t *a, const struct sockaddr *sa);
+/* 0 when url is http(s) without credentials and every address its host resolves to is
+ * permitted; -1 and a message otherwise. */
+int eb_url_check(const eb_allow_t *a, const char *url, char *err, size_t errlen);
+
+/* ---- push_api.c: push definitions ---- */
+typedef struct {
+    char url[2049];
+    int64_t timeout_ms;
+    unsigned concurrency;
+    unsigned max_attempts;
+    int64_t initial_ms, cap_ms;
+    double multiplier;
+    unsigned breaker_failures;
+    int64_t breaker_cooldown_ms;
+} eb_push_t;
+/* Validates a "push" member (field errors appended to errors, named "push.<field>")
+ * and returns it normalized with every default filled in, without the secret; the
+ * secret given, or a new one, goes to secret. NULL on errors. */
+json_t *eb_push_parse(json_t *in, const eb_allow_t *allow, json_t *errors, char *secret,
+                      size_t secret_len);
+/* A stored, normalized definition into p. -1 when it is not one. */
+int eb_push_load(json_t *cfg, eb_push_t *p);
+
 /* ---- kafka_subs.c: subscriptions served from Kafka consumer groups ---- */
 typedef struct eb_ksubs eb_ksubs_t;
 typedef struct eb_ksub eb_ksub_t;
@@ -139,12 +171,15 @@ typedef struct {
     size_t buffer_bytes;    /* ... or this many bytes buffered */
     int partitions;         /* for topics a subscription creates */
     int64_t retention_ms;
+    void (*on_events)(void *ud); /* a member buffered events; member thread */
+    void *ud;
 } eb_ksubs_opts_t;
 typedef struct {
     char name[65], topic[EB_MAX_TOPIC + 1];
     json_t *types; /* array or NULL (the member keeps its own reference) */
     int from_earliest;
-    int64_t created_at; /* ms; with the name, identifies the consumer group */
+    int64_t epoch;    /* ms; with the name, identifies the consumer group (a seek renews it) */
+    int64_t start_at; /* ms: where "latest" starts a partition without a committed offset */
 } eb_ksub_def_t;
 typedef enum { EB_ACK_OK, EB_ACK_RANGE, EB_ACK_FOREIGN } eb_ack_t;
 
@@ -159,10 +194,13 @@ void eb_ksubs_put(eb_ksubs_t *m, eb_ksub_t *s);
 void eb_ksubs_drop(eb_ksubs_t *m, const char *name);
 /* 1 once the member was dropped or replaced. */
 int eb_ksub_closed(eb_ksubs_t *m, eb_ksub_t *s);
-/* Appends up to max buffered events after the acknowledged position to out as
- * {"position","partition","offset","event"}; *next is the last position examined.
- * Returns 1 when anything was examined (events, or entries the type filter skipped). */
-int eb_ksub_fetch(eb_ksub_t *s, unsigned max, json_t *out, int64_t *next);
+/* Appends up to max buffered events after position `after` (or the acknowledged
+ * position, whichever is later) to out as {"position","partition","offset","event"};
+ * *next is the last position examined. Returns 1 when anything was examined (events,
+ * or entries the type filter skipped). */
+int eb_ksub_fetch(eb_ksub_t *s, int64_t after, unsigned max, json_t *out, int64_t *next);
+/* The member's acknowledged position. */
+int64_t eb_ksub_acked(eb_ksub_t *s);
 /* Acknowledges everything up to pos and commits the offsets. *acked: the position now. */
 eb_ack_t eb_ksub_ack(eb_ksub_t *s, int64_t pos, int64_t *acked);
 /* {"group","partitions","buffered","paused"} and the member's positions. */
@@ -170,9 +208,9 @@ json_t *eb_ksub_info(eb_ksub_t *s, int64_t *position, int64_t *head);
 
 /* ---- the daemon ---- */
 typedef struct {
-    char *host, *db, *routes, *log_level, *log_format, *broker, *kafka_prefix;
+    char *host, *db, *routes, *log_level, *log_format, *broker, *kafka_prefix, *push_allow;
     int64_t port, threads, max_body, max_batch, max_wait, max_group, retention_s, kafka_partitions,
-        kafka_idle_s, kafka_session_ms, kafka_buffer, kafka_relay_batch;
+        kafka_idle_s, kafka_session_ms, kafka_buffer, kafka_relay_batch, push_window;
 } eb_config_t;
 
 typedef struct {
@@ -186,7 +224,34 @@ typedef struct {
     eb_kafka_t *kafka;    /* NULL on the embedded broker */
     evbus_relay_t *relay; /* outbox -> Kafka */
     eb_ksubs_t *ksubs;    /* subscriptions as Kafka consumer groups */
+    eb_allow_t *allow;    /* webhook addresses allowed although not public */
+    struct eb_pusher *pusher;
 } eb_app_t;
+
+/* ---- pusher.c: push delivery ---- */
+typedef struct eb_pusher eb_pusher_t;
+/* Starts the delivery thread for the push subscriptions in the database. */
+eb_pusher_t *eb_pusher_start(eb_app_t *app);
+/* New events may be waiting. Any thread. */
+void eb_pusher_wake(eb_pusher_t *p);
+/* Subscriptions, secrets, positions or dead letters changed through the API. */
+void eb_pusher_changed(eb_pusher_t *p);
+/* The delivery state of one subscription on this instance ({"breaker", "inflight",
+ * "pending", "owner"}), or NULL when this instance does not push it. Any thread. */
+json_t *eb_pusher_status(eb_pusher_t *p, const char *name);
+/* {"subscriptions": n, "breakersOpen": [names]} for /health/ready. Any thread. */
+json_t *eb_pusher_health(eb_pusher_t *p);
+/* Stops the thread (requests in flight are abandoned; their events come again). */
+void eb_pusher_stop(eb_pusher_t *p);
+
+void eb_subs_seek(evbus_req_t *req, void *app);
+void eb_subs_patch(evbus_req_t *req, void *app);
+void eb_subs_rotate(evbus_req_t *req, void *app);
+void eb_subs_enable(evbus_req_t *req, void *app);
+void eb_dlq_list(evbus_req_t *req, void *app);
+void eb_dlq_get(evbus_req_t *req, void *app);
+void eb_dlq_delete(evbus_req_t *req, void *app);
+void eb_dlq_redrive(evbus_req_t *req, void *app);
 
 void eb_publish_handler(evbus_req_t *req, void *app);
 void eb_subs_create(evbus_req_t *req, void *app);

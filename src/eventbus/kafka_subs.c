@@ -221,7 +221,7 @@ static void start_offsets(eb_ksub_t *s, rd_kafka_topic_partition_list_t *parts)
                                              QUERY_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
             continue;
         rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(t, p->topic, p->partition)->offset = s->def.created_at;
+        rd_kafka_topic_partition_list_add(t, p->topic, p->partition)->offset = s->def.start_at;
         if (rd_kafka_offsets_for_times(s->rk, t, QUERY_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR &&
             !t->elems[0].err)
             parts->elems[i].offset = t->elems[0].offset >= 0 ? t->elems[0].offset : high;
@@ -360,6 +360,8 @@ static void take_message(eb_ksub_t *s, const rd_kafka_message_t *m)
     if (ev) {
         const char *topic = s->def.topic;
         eb_waiters_notify(s->m->o.waiters, &topic, 1);
+        if (s->m->o.on_events)
+            s->m->o.on_events(s->m->o.ud);
     }
 }
 
@@ -463,7 +465,7 @@ static eb_ksub_t *ksub_new(eb_ksubs_t *m, const eb_ksub_def_t *def)
     pthread_mutex_init(&s->commit_lock, NULL);
     /* a new subscription with the same name is a new group: old offsets do not apply */
     snprintf(s->group, sizeof s->group, "evbus.%s%s.%lld", m->o.prefix, def->name,
-             (long long)def->created_at);
+             (long long)def->epoch);
     snprintf(s->ktopic, sizeof s->ktopic, "%s%s", m->o.prefix, def->topic);
     /* 20 bits keep positions below 2^53, exact in any JSON reader */
     uint32_t epoch = randombytes_uniform(0xFFFFF) + 1;
@@ -601,7 +603,7 @@ eb_ksub_t *eb_ksubs_get(eb_ksubs_t *m, const eb_ksub_def_t *def, int join)
     for (s = m->list; s; s = s->next)
         if (strcmp(s->def.name, def->name) == 0)
             break;
-    if (s && s->def.created_at != def->created_at) { /* deleted and created again */
+    if (s && s->def.epoch != def->epoch) { /* deleted and created again, or sought */
         unlink_locked(m, s);
         if (s->refs == 0)
             stale = s;
@@ -658,14 +660,26 @@ int eb_ksub_closed(eb_ksubs_t *m, eb_ksub_t *s)
     return closed;
 }
 
-int eb_ksub_fetch(eb_ksub_t *s, unsigned max, json_t *out, int64_t *next)
+int64_t eb_ksub_acked(eb_ksub_t *s)
 {
     pthread_mutex_lock(&s->lock);
-    *next = s->acked_pos;
+    int64_t a = s->acked_pos;
+    pthread_mutex_unlock(&s->lock);
+    return a;
+}
+
+int eb_ksub_fetch(eb_ksub_t *s, int64_t after, unsigned max, json_t *out, int64_t *next)
+{
+    pthread_mutex_lock(&s->lock);
+    if (after < s->acked_pos || (after >> EPOCH_SHIFT) != (s->acked_pos >> EPOCH_SHIFT))
+        after = s->acked_pos;
+    *next = after;
     int examined = 0;
     unsigned n = 0;
     for (size_t i = s->head; i < s->len && n < max; i++) {
         entry_t *e = &s->buf[i];
+        if (e->pos <= after)
+            continue;
         *next = e->pos;
         examined = 1;
         if (!e->event)

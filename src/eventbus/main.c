@@ -55,6 +55,10 @@ static const evbus_cfg_t config[] = {
     {"kafka-buffer", "EVENTBUS_KAFKA_BUFFER", EVBUS_CFG_INT, 10, 1000000, "5000",
      "events an instance reads ahead per subscription before it pauses fetching from Kafka",
      &g_app.cfg.kafka_buffer, 0, NULL},
+    {"push-allow", "EVENTBUS_PUSH_ALLOW", EVBUS_CFG_STR, 0, 4096, "",
+     "addresses or CIDRs webhooks may reach although loopback, private or link-local, e.g. "
+     "127.0.0.1/32",
+     &g_app.cfg.push_allow, 0, NULL},
     {"routes", "EVENTBUS_ROUTES", EVBUS_CFG_STR, 0, 65536, "",
      "type->topic overrides, e.g. UserRegistered=USERS,OrderPlaced=ORDERS", &g_app.cfg.routes, 0,
      NULL},
@@ -98,12 +102,23 @@ static void ready(evbus_req_t *req, void *ud)
                             json_pack("{s:I, s:I}", "pending", (json_int_t)pending, "rejected",
                                       (json_int_t)rejected));
     }
+    if (app->pusher) /* open breakers are reported; they are the receivers' trouble */
+        json_object_set_new(body, "push", eb_pusher_health(app->pusher));
     evbus_req_reply_json(req, ok ? 200 : 503, body);
 }
 
-static void wake_relay(void *ud)
+/* After a commit that stored new events: the Kafka relay and the pusher may have work. */
+static void on_commit(void *ud)
 {
-    evbus_relay_wake(((eb_app_t *)ud)->relay);
+    eb_app_t *app = ud;
+    if (app->relay)
+        evbus_relay_wake(app->relay);
+    eb_pusher_wake(app->pusher);
+}
+
+static void on_kafka_events(void *ud)
+{
+    eb_pusher_wake(((eb_app_t *)ud)->pusher);
 }
 
 /* With EVENTBUS_BROKER=kafka://..., starts the producer and the outbox relay to it. */
@@ -143,6 +158,8 @@ static int start_kafka(eb_app_t *app, evbus_relay_sink_t *sink)
         .buffer_bytes = 32u << 20,
         .partitions = (int)app->cfg.kafka_partitions,
         .retention_ms = app->cfg.retention_s * 1000,
+        .on_events = on_kafka_events,
+        .ud = app,
     };
     return (app->ksubs = eb_ksubs_new(&ko)) ? 0 : -1;
 }
@@ -160,6 +177,14 @@ static int setup_routes(evbus_http_server_t *http, eb_app_t *app)
         {"DELETE", "/api/subscriptions/{name}", eb_subs_delete},
         {"GET", "/api/subscriptions/{name}/events", eb_subs_poll},
         {"POST", "/api/subscriptions/{name}/ack", eb_subs_ack},
+        {"PATCH", "/api/subscriptions/{name}", eb_subs_patch},
+        {"POST", "/api/subscriptions/{name}/seek", eb_subs_seek},
+        {"POST", "/api/subscriptions/{name}/rotate-secret", eb_subs_rotate},
+        {"POST", "/api/subscriptions/{name}/enable", eb_subs_enable},
+        {"GET", "/api/subscriptions/{name}/dlq", eb_dlq_list},
+        {"POST", "/api/subscriptions/{name}/dlq/redrive", eb_dlq_redrive},
+        {"GET", "/api/subscriptions/{name}/dlq/{id}", eb_dlq_get},
+        {"DELETE", "/api/subscriptions/{name}/dlq/{id}", eb_dlq_delete},
         {"GET", "/health/live", live},
         {"GET", "/health/ready", ready},
     };
@@ -198,6 +223,10 @@ int main(int argc, char **argv)
         evbus_log_error("config: EVENTBUS_ROUTES: %s", err);
         goto out;
     }
+    if (!(app->allow = eb_allow_new(app->cfg.push_allow, err, sizeof err))) {
+        evbus_log_error("config: EVENTBUS_PUSH_ALLOW: %s", err);
+        goto out;
+    }
     int kafka = strncmp(app->cfg.broker, "kafka://", 8) == 0;
     if (!kafka && strcmp(app->cfg.broker, "embedded") != 0) {
         evbus_log_error("config: EVENTBUS_BROKER must be embedded or kafka://HOST:PORT");
@@ -221,10 +250,10 @@ int main(int argc, char **argv)
         .max_group = (unsigned)app->cfg.max_group,
         .retention_ms = app->cfg.retention_s * 1000,
         .outbox = kafka,
-        .on_commit = kafka ? wake_relay : NULL,
+        .on_commit = on_commit,
         .ud = app,
     };
-    if (!(app->writer = eb_writer_start(&wo)))
+    if (!(app->writer = eb_writer_start(&wo)) || !(app->pusher = eb_pusher_start(app)))
         goto out;
     app->listener = eb_listener_start(app->cfg.db, app->waiters);
     evbus_http_opts_t ho = {
@@ -256,6 +285,7 @@ int main(int argc, char **argv)
 out:
     evbus_http_server_free(http);
     eb_listener_stop(app->listener);
+    eb_pusher_stop(app->pusher); /* after the writer: nothing wakes it any more */
     eb_writer_free(app->writer);
     eb_kafka_abort(app->kafka);   /* a send waiting on an absent Kafka ends now */
     evbus_relay_stop(app->relay); /* after the writer: nothing wakes it any more */
@@ -265,6 +295,7 @@ out:
     evbus_store_pool_free(app->pool);
     evbus_store_close(db);
     eb_routes_free(app->routes);
+    eb_allow_free(app->allow);
     if (exit_code == 0)
         evbus_log_info("stopped");
     evbus_config_free(config, NCONFIG);

@@ -15,23 +15,28 @@
 static const char *const json_types[] = {"application/json", NULL};
 
 static const evbus_sql_t SQL_SUB_GET = {{
-    "SELECT name, topic, types, mode, cursor, created_at, start_from FROM eb_subscriptions"
-    " WHERE name = ?",
+    "SELECT name, topic, types, mode, cursor, created_at, start_from, push, state, state_reason, "
+    "group_epoch, start_at, seek_gen"
+    " FROM eb_subscriptions WHERE name = ?",
 }};
 static const evbus_sql_t SQL_SUB_LIST = {{
-    "SELECT name, topic, types, mode, cursor, created_at, start_from FROM eb_subscriptions"
-    " ORDER BY name",
+    "SELECT name, topic, types, mode, cursor, created_at, start_from, push, state, state_reason, "
+    "group_epoch, start_at, seek_gen"
+    " FROM eb_subscriptions ORDER BY name",
 }};
 static const evbus_sql_t SQL_SUB_INSERT = {{
     "INSERT INTO eb_subscriptions (name, topic, types, mode, cursor, created_at, updated_at,"
-    " start_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+    " start_from, push, secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (name) DO NOTHING",
 }};
 static const evbus_sql_t SQL_SUB_DELETE = {{"DELETE FROM eb_subscriptions WHERE name = ?"}};
 static const evbus_sql_t SQL_SUB_ACK = {{
     [EVBUS_DIALECT_SQLITE] =
-        "UPDATE eb_subscriptions SET cursor = MAX(cursor, ?), updated_at = ? WHERE name = ?",
+        "UPDATE eb_subscriptions SET cursor = MAX(cursor, ?), updated_at = ? WHERE name = ?"
+        " AND mode = 'pull'",
     [EVBUS_DIALECT_PG] =
-        "UPDATE eb_subscriptions SET cursor = GREATEST(cursor, ?), updated_at = ? WHERE name = ?",
+        "UPDATE eb_subscriptions SET cursor = GREATEST(cursor, ?), updated_at = ? WHERE name = ?"
+        " AND mode = 'pull'",
 }};
 static const evbus_sql_t SQL_SUB_CURSOR = {{"SELECT cursor FROM eb_subscriptions WHERE name = ?"}};
 
@@ -40,12 +45,16 @@ typedef struct {
     json_t *types; /* array or NULL */
     int64_t cursor, created_at;
     int from_earliest;
+    json_t *push; /* the push definition (no secret), NULL for pull */
+    char state[16], reason[256];
+    int64_t group_epoch, start_at, seek_gen;
 } sub_t;
 
 static void sub_clear(sub_t *s)
 {
     json_decref(s->types);
-    s->types = NULL;
+    json_decref(s->push);
+    s->types = s->push = NULL;
 }
 
 static void sub_from_row(evbus_stmt_t *st, sub_t *s)
@@ -57,12 +66,21 @@ static void sub_from_row(evbus_stmt_t *st, sub_t *s)
     s->cursor = evbus_stmt_int64(st, 4);
     s->created_at = evbus_stmt_int64(st, 5);
     s->from_earliest = strcmp(evbus_stmt_text(st, 6), "earliest") == 0;
+    s->push = evbus_stmt_is_null(st, 7) ? NULL : json_loads(evbus_stmt_text(st, 7), 0, NULL);
+    evbus_strlcpy(s->state, evbus_stmt_text(st, 8), sizeof s->state);
+    evbus_strlcpy(s->reason, evbus_stmt_is_null(st, 9) ? "" : evbus_stmt_text(st, 9),
+                  sizeof s->reason);
+    s->group_epoch = evbus_stmt_int64(st, 10);
+    s->start_at = evbus_stmt_int64(st, 11);
+    s->seek_gen = evbus_stmt_int64(st, 12);
 }
 
 static eb_ksub_def_t ksub_def(const sub_t *s)
 {
-    eb_ksub_def_t d = {
-        .types = s->types, .from_earliest = s->from_earliest, .created_at = s->created_at};
+    eb_ksub_def_t d = {.types = s->types,
+                       .from_earliest = s->from_earliest,
+                       .epoch = s->group_epoch ? s->group_epoch : s->created_at,
+                       .start_at = s->start_at ? s->start_at : s->created_at};
     evbus_strlcpy(d.name, s->name, sizeof d.name);
     evbus_strlcpy(d.topic, s->topic, sizeof d.topic);
     return d;
@@ -114,6 +132,14 @@ static json_t *sub_json(eb_app_t *app, evbus_store_t *db, const sub_t *s)
                           (json_int_t)position, "head", (json_int_t)head, "createdAt", created);
     if (kafka)
         json_object_set_new(j, "kafka", kafka);
+    if (s->push) {
+        json_object_set(j, "push", s->push);
+        json_object_set_new(j, "state", json_string(s->state));
+        if (*s->reason)
+            json_object_set_new(j, "stateReason", json_string(s->reason));
+        json_t *d = app->pusher ? eb_pusher_status(app->pusher, s->name) : NULL;
+        json_object_set_new(j, "delivery", d ? d : json_null());
+    }
     return j;
 }
 
@@ -160,7 +186,8 @@ static void add_error(json_t *errors, const char *field, const char *msg)
 }
 
 /* Validates a creation request into s; returns the list of field errors (maybe empty). */
-static json_t *parse_definition(json_t *body, sub_t *s, int *from_earliest)
+static json_t *parse_definition(eb_app_t *app, json_t *body, sub_t *s, int *from_earliest,
+                                char *secret, size_t secret_len)
 {
     json_t *errors = json_array();
     memset(s, 0, sizeof *s);
@@ -172,7 +199,7 @@ static json_t *parse_definition(json_t *body, sub_t *s, int *from_earliest)
     json_t *v;
     json_object_foreach (body, key, v) {
         if (strcmp(key, "name") && strcmp(key, "topic") && strcmp(key, "types") &&
-            strcmp(key, "mode") && strcmp(key, "from"))
+            strcmp(key, "mode") && strcmp(key, "from") && strcmp(key, "push"))
             add_error(errors, key, "unknown member");
     }
     const char *name = json_string_value(json_object_get(body, "name"));
@@ -202,11 +229,16 @@ static json_t *parse_definition(json_t *body, sub_t *s, int *from_earliest)
             s->types = json_incref(types);
     }
     json_t *mode = json_object_get(body, "mode");
-    const char *m = mode ? json_string_value(mode) : "pull";
-    if (!m || strcmp(m, "pull") != 0)
-        add_error(errors, "mode", "must be \"pull\" (push delivery is not available yet)");
+    json_t *push = json_object_get(body, "push");
+    const char *m = mode ? json_string_value(mode) : push ? "push" : "pull";
+    if (!m || (strcmp(m, "pull") != 0 && strcmp(m, "push") != 0))
+        add_error(errors, "mode", "must be \"pull\" or \"push\"");
     else
-        strcpy(s->mode, "pull");
+        evbus_strlcpy(s->mode, m, sizeof s->mode);
+    if (m && strcmp(m, "push") == 0)
+        s->push = eb_push_parse(push, app->allow, errors, secret, secret_len);
+    else if (push)
+        add_error(errors, "push", "only with \"mode\": \"push\"");
     json_t *from = json_object_get(body, "from");
     const char *f = from ? json_string_value(from) : "latest";
     if (!f || (strcmp(f, "latest") != 0 && strcmp(f, "earliest") != 0))
@@ -216,17 +248,23 @@ static json_t *parse_definition(json_t *body, sub_t *s, int *from_earliest)
     return errors;
 }
 
+static int same_json(json_t *a, json_t *b)
+{
+    return (!a && !b) || (a && b && json_equal(a, b));
+}
+
 static int same_definition(const sub_t *a, const sub_t *b)
 {
     return strcmp(a->topic, b->topic) == 0 && strcmp(a->mode, b->mode) == 0 &&
-           ((!a->types && !b->types) || (a->types && b->types && json_equal(a->types, b->types)));
+           same_json(a->types, b->types) && same_json(a->push, b->push);
 }
 
 static void create_in(eb_app_t *app, evbus_req_t *req, evbus_store_t *db, sub_t *s,
-                      int from_earliest)
+                      int from_earliest, const char *secret)
 {
     int64_t head = 0, now = evbus_now_ms();
     char *types = s->types ? json_dumps(s->types, JSON_COMPACT) : NULL;
+    char *push = s->push ? json_dumps(s->push, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     evbus_stmt_t *st;
     int inserted = -1;
     if (evbus_store_begin(db) != EVBUS_ERR_OK)
@@ -245,6 +283,8 @@ static void create_in(eb_app_t *app, evbus_req_t *req, evbus_store_t *db, sub_t 
     evbus_stmt_bind_int64(st, 6, now);
     evbus_stmt_bind_int64(st, 7, now);
     evbus_stmt_bind_text(st, 8, from_earliest ? "earliest" : "latest");
+    evbus_stmt_bind_text(st, 9, push);
+    evbus_stmt_bind_text(st, 10, s->push ? secret : NULL);
     if (evbus_stmt_step(st, NULL) == EVBUS_STEP_DONE)
         inserted = (int)evbus_stmt_changes(st);
     evbus_stmt_done(st);
@@ -257,6 +297,7 @@ rollback:
     evbus_store_rollback(db);
 out:
     free(types);
+    free(push);
     if (inserted < 0) {
         db_unavailable(req);
         return;
@@ -270,8 +311,13 @@ out:
         snprintf(loc, sizeof loc, "/api/subscriptions/%s", cur.name);
         evbus_req_add_header(req, "Location", loc);
         evbus_log_kv(EVBUS_LOG_INFO, "subscription created", "subscription", cur.name, "topic",
-                     cur.topic, NULL);
-        evbus_req_reply_json(req, 201, sub_json(app, db, &cur));
+                     cur.topic, "mode", cur.mode, NULL);
+        json_t *j = sub_json(app, db, &cur);
+        if (cur.push) /* the only time the secret is shown */
+            json_object_set_new(json_object_get(j, "push"), "secret", json_string(secret));
+        if (cur.push)
+            eb_pusher_changed(app->pusher);
+        evbus_req_reply_json(req, 201, j);
     } else if (same_definition(&cur, s)) {
         evbus_req_reply_json(req, 200, sub_json(app, db, &cur));
     } else {
@@ -291,7 +337,8 @@ void eb_subs_create(evbus_req_t *req, void *ud)
         return;
     sub_t s;
     int from_earliest = 0;
-    json_t *errors = parse_definition(body, &s, &from_earliest);
+    char secret[256] = "";
+    json_t *errors = parse_definition(app, body, &s, &from_earliest, secret, sizeof secret);
     json_decref(body);
     if (json_array_size(errors) > 0) {
         evbus_req_problem(req, 400, "invalid-subscription", "Invalid Subscription",
@@ -301,7 +348,7 @@ void eb_subs_create(evbus_req_t *req, void *ud)
     }
     json_decref(errors);
     evbus_store_t *db = evbus_store_pool_get(app->pool);
-    create_in(app, req, db, &s, from_earliest);
+    create_in(app, req, db, &s, from_earliest, secret);
     evbus_store_pool_put(app->pool, db);
     sub_clear(&s);
 }
@@ -372,6 +419,7 @@ void eb_subs_delete(evbus_req_t *req, void *ud)
     } else {
         if (app->ksubs)
             eb_ksubs_drop(app->ksubs, name);
+        eb_pusher_changed(app->pusher);
         evbus_log_kv(EVBUS_LOG_INFO, "subscription deleted", "subscription", name, NULL);
         evbus_req_reply_json(req, 204, NULL);
     }
@@ -394,6 +442,13 @@ static void poll_state_free(void *p)
         eb_ksubs_put(ps->ksubs, ps->member);
     sub_clear(&ps->sub);
     free(ps);
+}
+
+static void push_only(evbus_req_t *req)
+{
+    evbus_req_problem(req, 409, "push-subscription", "Push Subscription",
+                      "this subscription delivers by webhook; it cannot be polled or acknowledged",
+                      NULL);
 }
 
 static void kafka_unavailable(evbus_req_t *req)
@@ -437,6 +492,11 @@ static poll_state_t *poll_begin(eb_app_t *app, evbus_req_t *req)
         poll_state_free(ps);
         return NULL;
     }
+    if (ps->sub.push) {
+        push_only(req);
+        poll_state_free(ps);
+        return NULL;
+    }
     if (app->ksubs) {
         eb_ksub_def_t d = ksub_def(&ps->sub);
         ps->ksubs = app->ksubs;
@@ -472,7 +532,7 @@ static void poll_kafka(eb_app_t *app, evbus_req_t *req, poll_state_t *ps)
         }
         json_t *events = json_array();
         int64_t next = 0;
-        int examined = eb_ksub_fetch(ps->member, ps->max, events, &next);
+        int examined = eb_ksub_fetch(ps->member, 0, ps->max, events, &next);
         if (examined || evbus_mono_us() >= ps->waiter.deadline_us || evbus_http_stopping(req)) {
             reply_events(req, ps->sub.name, events, next);
             return;
@@ -539,6 +599,11 @@ static void ack_kafka(eb_app_t *app, evbus_req_t *req, const char *name, int64_t
     sub_t s = {0};
     if (!sub_load_or_answer(app, req, name, &s))
         return;
+    if (s.push) {
+        push_only(req);
+        sub_clear(&s);
+        return;
+    }
     eb_ksub_def_t d = ksub_def(&s);
     eb_ksub_t *k = eb_ksubs_get(app->ksubs, &d, 0);
     int64_t acked = 0;
@@ -604,13 +669,15 @@ void eb_subs_ack(evbus_req_t *req, void *ud)
             changed = evbus_stmt_changes(st);
         evbus_stmt_done(st);
     }
-    if (changed > 0)
+    if (changed >= 0) /* 0: gone, or a push subscription */
         rc = sub_load(db, name, &s);
     evbus_store_pool_put(app->pool, db);
-    if (changed < 0 || (changed > 0 && rc != EVBUS_ERR_OK))
+    if (changed < 0 || (rc != EVBUS_ERR_OK && rc != EVBUS_ERR_NOTFOUND))
         db_unavailable(req);
-    else if (changed == 0)
+    else if (rc == EVBUS_ERR_NOTFOUND)
         not_found(req, name);
+    else if (changed == 0)
+        push_only(req);
     else
         evbus_req_reply_json(
             req, 200,

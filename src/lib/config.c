@@ -20,6 +20,8 @@ static int is_choice(const char *choices, const char *v)
     return 0;
 }
 
+static int secret_from_file(const evbus_cfg_t *e);
+
 static int set_value(const evbus_cfg_t *e, const char *v, const char *origin)
 {
     int64_t n;
@@ -102,6 +104,8 @@ int evbus_config_load(const evbus_cfg_t *tab, size_t n, const char *prog, const 
         const char *v = getenv(e->env);
         if (v && set_value(e, v, "environment") != 0)
             return -1;
+        if (!v && e->secret && secret_from_file(e) != 0)
+            return -1;
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -139,6 +143,30 @@ int evbus_config_load(const evbus_cfg_t *tab, size_t n, const char *prog, const 
             return -1;
         }
     return 0;
+}
+
+/* A secret may also come from a file named by NAME_FILE (mounted secrets): the first
+ * line, without its newline. */
+static int secret_from_file(const evbus_cfg_t *e)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s_FILE", e->env);
+    const char *path = getenv(name);
+    if (!path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    char buf[4096];
+    if (!f || !fgets(buf, sizeof buf, f)) {
+        fprintf(stderr, "config: %s: cannot read %s\n", name, path);
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    int rc = set_value(e, buf, "file");
+    memset(buf, 0, sizeof buf);
+    return rc;
 }
 
 void evbus_config_free(const evbus_cfg_t *tab, size_t n)

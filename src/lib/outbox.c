@@ -69,7 +69,7 @@ static const evbus_sql_t SQL_APPEND = {{
     "  AND NOT EXISTS (SELECT 1 FROM evbus_outbox p WHERE p.ordering_key = o.ordering_key"         \
     "   AND p.seq < o.seq AND p.status = 'inflight' AND p.claimed_until >= ?)"                     \
     "  ORDER BY o.seq LIMIT ?" lock ")"                                                            \
-    " RETURNING seq, payload, type, ordering_key"
+    " RETURNING seq, payload, type, ordering_key, created_at"
 static const evbus_sql_t SQL_CLAIM = {{
     [EVBUS_DIALECT_SQLITE] = CLAIM(""),
     [EVBUS_DIALECT_PG] = CLAIM(" FOR UPDATE SKIP LOCKED"),
@@ -204,6 +204,7 @@ static evbus_err_t claim_batch(evbus_relay_t *r, evbus_store_t *st, unsigned lim
             row->payload = dup_or_null(evbus_stmt_text(s, 1));
             row->type = dup_or_null(evbus_stmt_text(s, 2));
             row->key = dup_or_null(evbus_stmt_text(s, 3));
+            row->created_at = evbus_stmt_int64(s, 4);
             if (!row->payload || !row->type) {
                 rc = EVBUS_STEP_ERROR;
                 break;

@@ -74,6 +74,30 @@ int evbus_is_rfc3339(const char *s)
     return 0;
 }
 
+int evbus_parse_rfc3339(const char *s, int64_t *ms)
+{
+    if (!s || !evbus_is_rfc3339(s))
+        return -1;
+    /* days since the epoch by the civil-from-days inverse (proleptic Gregorian) */
+    int64_t y = num(s, 4), m = num(s + 5, 2), d = num(s + 8, 2);
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400, yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+    int64_t t = ((days * 24 + num(s + 11, 2)) * 60 + num(s + 14, 2)) * 60 + num(s + 17, 2);
+    t *= 1000;
+    const char *p = s + 19;
+    if (*p == '.') {
+        int64_t scale = 100;
+        for (p++; isdigit((unsigned char)*p); p++, scale /= 10)
+            t += (*p - '0') * scale;
+    }
+    if (*p == '+' || *p == '-')
+        t -= (*p == '+' ? 1 : -1) * (int64_t)(num(p + 1, 2) * 60 + num(p + 4, 2)) * 60000;
+    *ms = t;
+    return 0;
+}
+
 int evbus_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
     if (!s || !*s || isspace((unsigned char)*s))

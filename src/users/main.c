@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "evbus/config.h"
 #include "evbus/consumer.h"
@@ -25,6 +26,18 @@ static const evbus_cfg_t config[] = {
      &g_app.cfg.poll_wait, 0, NULL},
     {"poll-max", "USERS_POLL_MAX", EVBUS_CFG_INT, 1, 1000, "100", "events per poll at most",
      &g_app.cfg.poll_max, 0, NULL},
+    {"delivery", "USERS_DELIVERY", EVBUS_CFG_STR, 4, 4, "push",
+     "push (the eventbus calls this service's signed webhook) or pull (long-poll)",
+     &g_app.cfg.delivery, 0, "push|pull"},
+    {"public-url", "USERS_PUBLIC_URL", EVBUS_CFG_STR, 0, 900, "",
+     "base URL at which the eventbus reaches this service (default http://HOST:PORT)",
+     &g_app.cfg.public_url, 0, NULL},
+    {"webhook-secret", "USERS_WEBHOOK_SECRET", EVBUS_CFG_STR, 0, 256, "",
+     "the push subscription's signing secret (whsec_...); required for push",
+     &g_app.cfg.webhook_secret, 1, NULL},
+    {"webhook-secret-previous", "USERS_WEBHOOK_SECRET_PREVIOUS", EVBUS_CFG_STR, 0, 256, "",
+     "a second accepted secret while a rotation is under way", &g_app.cfg.webhook_secret_prev, 1,
+     NULL},
     {"threads", "USERS_THREADS", EVBUS_CFG_INT, 1, 64, "2", "HTTP worker threads",
      &g_app.cfg.threads, 0, NULL},
     {"log-level", "USERS_LOG_LEVEL", EVBUS_CFG_STR, 4, 5, "info", "debug, info, warn or error",
@@ -35,6 +48,7 @@ static const evbus_cfg_t config[] = {
 #define NCONFIG (sizeof config / sizeof config[0])
 
 static evbus_consumer_t *g_consumer;
+static users_subscriber_t *g_subscriber;
 
 static void live(evbus_req_t *req, void *ud)
 {
@@ -53,7 +67,8 @@ static void ready(evbus_req_t *req, void *ud)
     if (s)
         evbus_stmt_done(s);
     evbus_store_pool_put(app->pool, db);
-    int consumer_ok = evbus_consumer_healthy(g_consumer);
+    int consumer_ok =
+        g_subscriber ? users_subscriber_ready(g_subscriber) : evbus_consumer_healthy(g_consumer);
     evbus_req_reply_json(req, db_ok ? 200 : 503,
                          json_pack("{s:s, s:{s:s, s:s}}", "status", db_ok ? "up" : "down", "checks",
                                    "database", db_ok ? "up" : "down", "consumer",
@@ -80,6 +95,13 @@ int main(int argc, char **argv)
     users_app_t *app = &g_app;
     evbus_http_server_t *http = NULL;
     int exit_code = 1;
+    int push = strcmp(app->cfg.delivery, "push") == 0;
+    if (push && !evbus_webhook_secret_valid(app->cfg.webhook_secret)) {
+        evbus_log_error("config: push delivery needs USERS_WEBHOOK_SECRET (or _FILE): "
+                        "whsec_ + base64 of 24..64 random bytes");
+        evbus_config_free(config, NCONFIG);
+        return 2;
+    }
     if (!(app->apply_db = evbus_store_open(app->cfg.db)) ||
         users_db_migrate(app->apply_db) != EVBUS_ERR_OK ||
         !(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads)))
@@ -95,7 +117,9 @@ int main(int argc, char **argv)
         .fn = users_apply,
         .ud = app,
     };
-    if (!(g_consumer = evbus_consumer_start(&co)))
+    if (!push && !(g_consumer = evbus_consumer_start(&co)))
+        goto out;
+    if (!(app->guard = evbus_webhook_guard_new(1 << 16)))
         goto out;
     evbus_http_opts_t ho = {
         .host = app->cfg.host,
@@ -108,6 +132,7 @@ int main(int argc, char **argv)
     };
     if (!(http = evbus_http_server_new(&ho)) ||
         evbus_http_route(http, "GET", "/api/users/{id}", users_get, app) ||
+        evbus_http_route(http, "POST", "/webhooks/events", users_webhook, app) ||
         evbus_http_route(http, "GET", "/health/live", live, app) ||
         evbus_http_route(http, "GET", "/health/ready", ready, app))
         goto out;
@@ -116,6 +141,15 @@ int main(int argc, char **argv)
         goto out;
     char ports[16];
     snprintf(ports, sizeof ports, "%d", port);
+    if (push) {
+        char hook[1024];
+        if (*app->cfg.public_url)
+            snprintf(hook, sizeof hook, "%s/webhooks/events", app->cfg.public_url);
+        else
+            snprintf(hook, sizeof hook, "http://%s:%d/webhooks/events", app->cfg.host, port);
+        if (!(g_subscriber = users_subscriber_start(app, hook)))
+            goto out;
+    }
     evbus_log_kv(EVBUS_LOG_INFO, "listening", "host", app->cfg.host, "port", ports, "db",
                  app->cfg.db, "eventbus", app->cfg.eventbus_url, NULL);
     int sig = 0;
@@ -123,8 +157,10 @@ int main(int argc, char **argv)
     evbus_log_kv(EVBUS_LOG_INFO, "stopping", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM", NULL);
     exit_code = 0;
 out:
+    users_subscriber_stop(g_subscriber);
     evbus_http_server_free(http);
     evbus_consumer_stop(g_consumer);
+    evbus_webhook_guard_free(app->guard);
     evbus_store_pool_free(app->pool);
     evbus_store_close(app->apply_db);
     if (exit_code == 0)

@@ -73,8 +73,11 @@ static evbus_err_t insert_profile(evbus_store_t *db, const evbus_event_t *ev, js
 
 evbus_err_t users_apply(const evbus_event_t *ev, void *ud)
 {
-    users_app_t *app = ud;
-    evbus_store_t *db = app->apply_db;
+    return users_apply_in(((users_app_t *)ud)->apply_db, ev);
+}
+
+evbus_err_t users_apply_in(evbus_store_t *db, const evbus_event_t *ev)
+{
     if (strcmp(evbus_event_type(ev), "UserRegistered") != 0) {
         evbus_log_kv(EVBUS_LOG_DEBUG, "event type not handled", "type", evbus_event_type(ev), NULL);
         return EVBUS_ERR_OK;

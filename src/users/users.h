@@ -8,20 +8,35 @@
 #include "evbus/http_server.h"
 #include "evbus/store.h"
 
+#include "evbus/webhook.h"
+
 typedef struct {
-    char *host, *db, *eventbus_url, *subscription, *log_level, *log_format;
+    char *host, *db, *eventbus_url, *subscription, *log_level, *log_format, *delivery, *public_url,
+        *webhook_secret, *webhook_secret_prev;
     int64_t port, threads, poll_wait, poll_max;
 } users_config_t;
 
 typedef struct {
     users_config_t cfg;
-    evbus_store_pool_t *pool; /* API reads */
-    evbus_store_t *apply_db;  /* consumer thread only */
+    evbus_store_pool_t *pool;     /* API reads and webhook deliveries */
+    evbus_store_t *apply_db;      /* pull consumer thread only */
+    evbus_webhook_guard_t *guard; /* deliveries already handled */
 } users_app_t;
 
 evbus_err_t users_db_migrate(evbus_store_t *st);
-/* The consumer callback: applies one event with its inbox row in one transaction. */
+/* Applies one event with its inbox row in one transaction on db. */
+evbus_err_t users_apply_in(evbus_store_t *db, const evbus_event_t *ev);
+/* The pull consumer's callback: users_apply_in on the consumer's connection. */
 evbus_err_t users_apply(const evbus_event_t *ev, void *app);
+/* POST /webhooks/events: a signed push delivery. */
+void users_webhook(evbus_req_t *req, void *app);
+
+/* Keeps this service's push subscription on the eventbus (created idempotently at
+ * start and checked every few seconds). */
+typedef struct users_subscriber users_subscriber_t;
+users_subscriber_t *users_subscriber_start(users_app_t *app, const char *webhook_url);
+int users_subscriber_ready(users_subscriber_t *s);
+void users_subscriber_stop(users_subscriber_t *s);
 /* GET /api/users/{id} */
 void users_get(evbus_req_t *req, void *app);
 

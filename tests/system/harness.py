@@ -175,6 +175,9 @@ class Service:
     def delete(self, path, **kw):
         return request(self.port, "DELETE", path, **kw)
 
+    def patch(self, path, body=None, **kw):
+        return request(self.port, "PATCH", path, body=body, **kw)
+
 
 def free_port():
     import socket
@@ -336,7 +339,7 @@ class Stack:
                 self.db[name] = os.path.join(workdir, f"{name}.db")
         if prepare:
             prepare(self)
-        bus_env = dict(EVENTBUS_DB=self.db["eventbus"])
+        bus_env = dict(EVENTBUS_DB=self.db["eventbus"], EVENTBUS_PUSH_ALLOW="127.0.0.1/32")
         # one Kafka broker serves the whole session: each stack gets topics of its own
         self.topic_prefix = f"t{uuid.uuid4().hex[:8]}." if KAFKA else ""
         if KAFKA:
@@ -350,9 +353,10 @@ class Stack:
         bus = f"http://127.0.0.1:{self.eventbus.port}"
         self.auth = Service("auth", "auth-service", workdir,
                             dict(AUTH_DB=self.db["auth"], AUTH_EVENTBUS_URL=bus, **env.get("auth", {})))
+        self.webhook_secret = new_webhook_secret()
         self.users = Service("users", "user-service", workdir,
                              dict(USERS_DB=self.db["users"], USERS_EVENTBUS_URL=bus, USERS_POLL_WAIT_S="5",
-                                  **env.get("users", {})))
+                                  USERS_WEBHOOK_SECRET=self.webhook_secret, **env.get("users", {})))
         self.services = [self.eventbus]
         try:
             if auth:
@@ -462,6 +466,11 @@ class PublishLoad:
     def count(self, what):
         with self._lock:
             return len(getattr(self, what))
+
+
+def new_webhook_secret():
+    import base64
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
 def make_event(event_type="UserRegistered", subject=None, data=None, **extra):

@@ -137,18 +137,27 @@ def partitions(bus):
     return r.json["kafka"]["partitions"] if r.status == 200 else []
 
 
-def test_two_instances_share_one_consumer_group(stack):
+def test_two_instances_share_one_consumer_group(tmp_path):
     """Two eventbus instances serve user-service's subscription as one Kafka consumer
     group, each polled by its own user-service on one users database: the partitions are
     split between them, and every event is applied once, also when one instance is
-    killed with kill -9 mid-stream and its partitions move to the other."""
+    killed with kill -9 mid-stream and its partitions move to the other. (Pull, so each
+    user-service is bound to one instance; push subscriptions use the same groups.)"""
+    stack = harness.Stack(str(tmp_path), env={"users": {"USERS_DELIVERY": "pull"}})
+    try:
+        shared_group(stack)
+    finally:
+        stack.stop()
+
+
+def shared_group(stack):
     a = stack.eventbus
     b = Service("eventbus2", "eventbus", stack.workdir, dict(stack.bus_env))
     b.start()
     stack.services.append(b)
     users2 = Service("users2", "user-service", stack.workdir,
                      dict(USERS_DB=stack.db["users"], USERS_EVENTBUS_URL=f"http://127.0.0.1:{b.port}",
-                          USERS_POLL_WAIT_S="5"))
+                          USERS_POLL_WAIT_S="5", USERS_DELIVERY="pull"))
     users2.start()
     stack.services.append(users2)
     wait_until(lambda: partitions(a) and partitions(b) and sorted(partitions(a) + partitions(b)) == [0, 1, 2],
