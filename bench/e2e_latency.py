@@ -78,7 +78,7 @@ def run(n):
                 assert r.status == 201, data
                 uid = json.loads(data)["userId"]
                 while True:
-                    users.request("GET", f"/api/users/{uid}")
+                    users.request("GET", f"/api/users/{uid}", headers=stack.users.headers)
                     g = users.getresponse()
                     g.read()
                     if g.status == 200:

@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
   libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev
-  libsodium-dev libcmocka-dev libpq-dev librdkafka-dev sqlite3 curl kcat maven
+  libsodium-dev libcmocka-dev libpq-dev librdkafka-dev libjwt-dev sqlite3 curl kcat maven
   postgresql postgresql-client
   python3-pytest python3-requests
 )

@@ -19,6 +19,13 @@ if [ -z "${USERS_WEBHOOK_SECRET:-}" ] && [ -z "${USERS_WEBHOOK_SECRET_FILE:-}" ]
   fi
   export USERS_WEBHOOK_SECRET_FILE="$DATA/users-webhook.secret"
 fi
+# the key auth-service signs access tokens with and user-service checks them with
+if [ -z "${AUTH_JWT_KEY:-}" ] && [ -z "${AUTH_JWT_KEY_FILE:-}" ]; then
+  if [ ! -s "$DATA/jwt.key" ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 > "$DATA/jwt.key")
+  fi
+  export AUTH_JWT_KEY_FILE="$DATA/jwt.key" USERS_JWT_KEY_FILE="$DATA/jwt.key"
+fi
 export EVENTBUS_LOG_FORMAT=${EVENTBUS_LOG_FORMAT:-text} AUTH_LOG_FORMAT=${AUTH_LOG_FORMAT:-text} USERS_LOG_FORMAT=${USERS_LOG_FORMAT:-text}
 
 pids=()

@@ -47,6 +47,8 @@ const char *evbus_req_param(const evbus_req_t *req, const char *name);
 const char *evbus_req_query(const evbus_req_t *req, const char *key);
 const char *evbus_req_header(const evbus_req_t *req, const char *name);
 const char *evbus_req_body(const evbus_req_t *req, size_t *len);
+/* The peer's address as text (IPv4 or IPv6) into out. 0, or -1. */
+int evbus_req_client(const evbus_req_t *req, char *out, size_t len);
 const char *evbus_req_correlation(const evbus_req_t *req);
 const char *evbus_req_traceparent(const evbus_req_t *req);
 

@@ -36,6 +36,28 @@ static const evbus_cfg_t config[] = {
     {"outbox-retention", "AUTH_OUTBOX_RETENTION_S", EVBUS_CFG_INT, 1, INT64_C(10) * 365 * 86400,
      "604800", "published outbox rows older than this many seconds are deleted",
      &g_app.cfg.outbox_retention_s, 0, NULL},
+    {"jwt-key", "AUTH_JWT_KEY", EVBUS_CFG_STR, 0, 256, "",
+     "HMAC key of access tokens: base64 of 32 to 128 random bytes (or AUTH_JWT_KEY_FILE)",
+     &g_app.cfg.jwt_key, 1, NULL},
+    {"jwt-issuer", "AUTH_JWT_ISSUER", EVBUS_CFG_STR, 1, 256, "evbus-auth", "iss of access tokens",
+     &g_app.cfg.jwt_issuer, 0, NULL},
+    {"jwt-audience", "AUTH_JWT_AUDIENCE", EVBUS_CFG_STR, 1, 256, "evbus", "aud of access tokens",
+     &g_app.cfg.jwt_audience, 0, NULL},
+    {"token-ttl", "AUTH_TOKEN_TTL_S", EVBUS_CFG_INT, 60, 86400, "900",
+     "lifetime of an access token in seconds", &g_app.cfg.token_ttl_s, 0, NULL},
+    {"admin-emails", "AUTH_ADMIN_EMAILS", EVBUS_CFG_STR, 0, 4096, "",
+     "comma-separated emails that register with role admin", &g_app.cfg.admin_emails, 0, NULL},
+    {"login-window", "AUTH_LOGIN_WINDOW_S", EVBUS_CFG_INT, 1, 86400, "900",
+     "window in which failed logins are counted, in seconds", &g_app.cfg.login_window_s, 0, NULL},
+    {"login-max-failures", "AUTH_LOGIN_MAX_FAILURES", EVBUS_CFG_INT, 1, 1000, "5",
+     "failed logins per account and client address in a window before 429",
+     &g_app.cfg.login_max_failures, 0, NULL},
+    {"login-max-failures-ip", "AUTH_LOGIN_MAX_FAILURES_IP", EVBUS_CFG_INT, 1, 100000, "50",
+     "failed logins per client address (any account) in a window before 429",
+     &g_app.cfg.login_max_failures_ip, 0, NULL},
+    {"trust-forwarded", "AUTH_TRUST_FORWARDED", EVBUS_CFG_STR, 2, 3, "no",
+     "yes: take the client address from X-Forwarded-For (only behind a proxy that sets it)",
+     &g_app.cfg.trust_forwarded, 0, "yes|no"},
     {"log-level", "AUTH_LOG_LEVEL", EVBUS_CFG_STR, 4, 5, "info", "debug, info, warn or error",
      &g_app.cfg.log_level, 0, "debug|info|warn|error"},
     {"log-format", "AUTH_LOG_FORMAT", EVBUS_CFG_STR, 4, 4, "json",
@@ -96,6 +118,8 @@ int main(int argc, char **argv)
     if (sodium_init() < 0)
         goto out;
     sem_init(&app->hash_slots, 0, (unsigned)app->cfg.hash_slots);
+    if (auth_account_init(app) != 0)
+        goto out;
     if (!(db = evbus_store_open(app->cfg.db)) || auth_db_migrate(db) != EVBUS_ERR_OK)
         goto out;
     evbus_store_close(db);
@@ -123,6 +147,12 @@ int main(int argc, char **argv)
     };
     if (!(http = evbus_http_server_new(&ho)) ||
         evbus_http_route(http, "POST", "/api/auth/register", auth_register, app) ||
+        evbus_http_route(http, "POST", "/api/auth/login", auth_login, app) ||
+        evbus_http_route(http, "GET", "/api/auth/me", auth_me, app) ||
+        evbus_http_route(http, "PATCH", "/api/auth/users/{id}", auth_update_user, app) ||
+        evbus_http_route(http, "POST", "/api/auth/users/{id}/deactivate", auth_deactivate_user,
+                         app) ||
+        evbus_http_route(http, "POST", "/api/auth/password", auth_change_password, app) ||
         evbus_http_route(http, "GET", "/health/live", live, app) ||
         evbus_http_route(http, "GET", "/health/ready", ready, app))
         goto out;
@@ -143,6 +173,7 @@ out:
     evbus_relay_stop(app->relay);
     evbus_store_pool_free(app->pool);
     evbus_store_close(db);
+    auth_account_free(app);
     if (exit_code == 0)
         evbus_log_info("stopped");
     evbus_config_free(config, NCONFIG);

@@ -27,7 +27,7 @@ static void add_error(json_t *errors, const char *field, const char *msg)
 /* A pragmatic address check: local@domain, no spaces or controls, a dotted domain of
  * letters, digits and hyphens. Delivery is what proves an address; this only refuses
  * what cannot be one. */
-static int email_valid(const char *e)
+int auth_email_valid(const char *e)
 {
     size_t n = strlen(e);
     const char *at = strchr(e, '@');
@@ -75,7 +75,7 @@ static json_t *validate(json_t *body, reg_input_t *in)
     const char *e = json_string_value(email);
     if (!e)
         add_error(errors, "email", "required string");
-    else if (strlen(e) != json_string_length(email) || !email_valid(e))
+    else if (strlen(e) != json_string_length(email) || !auth_email_valid(e))
         add_error(errors, "email", "must be a valid email address (at most 254 characters)");
     else {
         for (size_t i = 0; e[i]; i++)
@@ -90,6 +90,8 @@ static json_t *validate(json_t *body, reg_input_t *in)
     else if (strlen(in->password) != json_string_length(pw) || pwlen < MIN_PASSWORD ||
              pwlen > MAX_PASSWORD)
         add_error(errors, "password", "must be 8 to 128 characters");
+    else if (auth_password_common(in->password))
+        add_error(errors, "password", "is one of the most common passwords; choose another");
     json_t *dn = json_object_get(body, "displayName");
     in->display_name = json_string_value(dn);
     long dnlen = in->display_name ? evbus_utf8_len(in->display_name) : -1;
@@ -103,7 +105,7 @@ static json_t *validate(json_t *body, reg_input_t *in)
     return errors;
 }
 
-static int hash_password(auth_app_t *app, const char *pw, char out[crypto_pwhash_STRBYTES])
+int auth_hash_password(auth_app_t *app, const char *pw, char out[crypto_pwhash_STRBYTES])
 {
     sem_wait(&app->hash_slots);
     int rc =
@@ -113,19 +115,27 @@ static int hash_password(auth_app_t *app, const char *pw, char out[crypto_pwhash
     return rc;
 }
 
-static evbus_event_t *make_event(auth_app_t *app, evbus_req_t *req, const auth_user_t *u)
+evbus_event_t *auth_event(auth_app_t *app, evbus_req_t *req, const char *type, const char *user,
+                          json_t *data)
 {
-    char ts[40];
-    evbus_fmt_rfc3339(u->created_at, ts, sizeof ts);
-    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "userId", u->id, "email", u->email,
-                             "displayName", u->display_name, "registeredAt", ts);
-    evbus_event_t *ev = evbus_event_new("UserRegistered", app->cfg.source, u->id, data);
+    evbus_event_t *ev = evbus_event_new(type, app->cfg.source, user, data);
     if (ev && (evbus_event_set_ext(ev, "correlationid", evbus_req_correlation(req)) ||
                evbus_event_set_ext(ev, "traceparent", evbus_req_traceparent(req)))) {
         evbus_event_free(ev);
         ev = NULL;
     }
     return ev;
+}
+
+static evbus_event_t *make_event(auth_app_t *app, evbus_req_t *req, const auth_user_t *u)
+{
+    char ts[40];
+    evbus_fmt_rfc3339(u->created_at, ts, sizeof ts);
+    json_t *data =
+        json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "userId", u->id, "email", u->email,
+                  "displayName", u->display_name, "registeredAt", ts, "version", (json_int_t)1,
+                  "status", "active", "role", u->role ? u->role : "user");
+    return auth_event(app, req, "UserRegistered", u->id, data);
 }
 
 void auth_register(evbus_req_t *req, void *ud)
@@ -148,9 +158,10 @@ void auth_register(evbus_req_t *req, void *ud)
     char hash[crypto_pwhash_STRBYTES];
     char id[EVBUS_UUID_STRLEN];
     evbus_uuid7(id);
-    auth_user_t u = {id, in.email, in.display_name, hash, evbus_now_ms()};
+    auth_user_t u = {id,   in.email,       in.display_name,
+                     hash, evbus_now_ms(), auth_is_admin_email(app, in.email) ? "admin" : "user"};
     evbus_event_t *ev = NULL;
-    if (hash_password(app, in.password, hash) != 0) {
+    if (auth_hash_password(app, in.password, hash) != 0) {
         evbus_req_problem(req, 503, "no-memory", "Service Unavailable",
                           "the password could not be hashed; try again", NULL);
         goto out;

@@ -38,6 +38,13 @@ static const evbus_cfg_t config[] = {
     {"webhook-secret-previous", "USERS_WEBHOOK_SECRET_PREVIOUS", EVBUS_CFG_STR, 0, 256, "",
      "a second accepted secret while a rotation is under way", &g_app.cfg.webhook_secret_prev, 1,
      NULL},
+    {"jwt-key", "USERS_JWT_KEY", EVBUS_CFG_STR, 0, 256, "",
+     "the key auth-service signs access tokens with (base64; or USERS_JWT_KEY_FILE)",
+     &g_app.cfg.jwt_key, 1, NULL},
+    {"jwt-issuer", "USERS_JWT_ISSUER", EVBUS_CFG_STR, 1, 256, "evbus-auth",
+     "iss expected in access tokens", &g_app.cfg.jwt_issuer, 0, NULL},
+    {"jwt-audience", "USERS_JWT_AUDIENCE", EVBUS_CFG_STR, 1, 256, "evbus",
+     "aud expected in access tokens", &g_app.cfg.jwt_audience, 0, NULL},
     {"threads", "USERS_THREADS", EVBUS_CFG_INT, 1, 64, "2", "HTTP worker threads",
      &g_app.cfg.threads, 0, NULL},
     {"log-level", "USERS_LOG_LEVEL", EVBUS_CFG_STR, 4, 5, "info", "debug, info, warn or error",
@@ -47,7 +54,7 @@ static const evbus_cfg_t config[] = {
 };
 #define NCONFIG (sizeof config / sizeof config[0])
 
-static evbus_consumer_t *g_consumer;
+static evbus_consumer_t *g_consumers[3];
 static users_subscriber_t *g_subscriber;
 
 static void live(evbus_req_t *req, void *ud)
@@ -67,8 +74,10 @@ static void ready(evbus_req_t *req, void *ud)
     if (s)
         evbus_stmt_done(s);
     evbus_store_pool_put(app->pool, db);
-    int consumer_ok =
-        g_subscriber ? users_subscriber_ready(g_subscriber) : evbus_consumer_healthy(g_consumer);
+    int consumer_ok = g_subscriber ? users_subscriber_ready(g_subscriber)
+                                   : evbus_consumer_healthy(g_consumers[0]) &&
+                                         evbus_consumer_healthy(g_consumers[1]) &&
+                                         evbus_consumer_healthy(g_consumers[2]);
     evbus_req_reply_json(req, db_ok ? 200 : 503,
                          json_pack("{s:s, s:{s:s, s:s}}", "status", db_ok ? "up" : "down", "checks",
                                    "database", db_ok ? "up" : "down", "consumer",
@@ -96,6 +105,14 @@ int main(int argc, char **argv)
     evbus_http_server_t *http = NULL;
     int exit_code = 1;
     int push = strcmp(app->cfg.delivery, "push") == 0;
+    if (evbus_jwt_key(&app->jwt, app->cfg.jwt_key) != 0) {
+        evbus_log_error("config: USERS_JWT_KEY (or _FILE) must be auth-service's token key: "
+                        "base64 of 32 to 128 bytes");
+        evbus_config_free(config, NCONFIG);
+        return 2;
+    }
+    app->jwt.issuer = app->cfg.jwt_issuer;
+    app->jwt.audience = app->cfg.jwt_audience;
     if (push && !evbus_webhook_secret_valid(app->cfg.webhook_secret)) {
         evbus_log_error("config: push delivery needs USERS_WEBHOOK_SECRET (or _FILE): "
                         "whsec_ + base64 of 24..64 random bytes");
@@ -104,21 +121,25 @@ int main(int argc, char **argv)
     }
     if (!(app->apply_db = evbus_store_open(app->cfg.db)) ||
         users_db_migrate(app->apply_db) != EVBUS_ERR_OK ||
-        !(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads)))
+        !(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads + 3)))
         goto out;
-    static const char *const types[] = {"UserRegistered", NULL};
-    evbus_consumer_opts_t co = {
-        .eventbus_url = app->cfg.eventbus_url,
-        .subscription = app->cfg.subscription,
-        .topic = "USER_REGISTERED",
-        .types = types,
-        .max_batch = (unsigned)app->cfg.poll_max,
-        .wait_s = (unsigned)app->cfg.poll_wait,
-        .fn = users_apply,
-        .ud = app,
-    };
-    if (!push && !(g_consumer = evbus_consumer_start(&co)))
-        goto out;
+    for (size_t i = 0; !push && i < 3; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s%s", app->cfg.subscription, users_feeds[i].suffix);
+        const char *const types[] = {users_feeds[i].type, NULL};
+        evbus_consumer_opts_t co = {
+            .eventbus_url = app->cfg.eventbus_url,
+            .subscription = name,
+            .topic = users_feeds[i].topic,
+            .types = types,
+            .max_batch = (unsigned)app->cfg.poll_max,
+            .wait_s = (unsigned)app->cfg.poll_wait,
+            .fn = users_apply,
+            .ud = app,
+        };
+        if (!(g_consumers[i] = evbus_consumer_start(&co)))
+            goto out;
+    }
     if (!(app->guard = evbus_webhook_guard_new(1 << 16)))
         goto out;
     evbus_http_opts_t ho = {
@@ -132,6 +153,7 @@ int main(int argc, char **argv)
     };
     if (!(http = evbus_http_server_new(&ho)) ||
         evbus_http_route(http, "GET", "/api/users/{id}", users_get, app) ||
+        evbus_http_route(http, "PUT", "/api/users/{id}/profile", users_put_profile, app) ||
         evbus_http_route(http, "POST", "/webhooks/events", users_webhook, app) ||
         evbus_http_route(http, "GET", "/health/live", live, app) ||
         evbus_http_route(http, "GET", "/health/ready", ready, app))
@@ -159,7 +181,8 @@ int main(int argc, char **argv)
 out:
     users_subscriber_stop(g_subscriber);
     evbus_http_server_free(http);
-    evbus_consumer_stop(g_consumer);
+    for (size_t i = 0; i < 3; i++)
+        evbus_consumer_stop(g_consumers[i]);
     evbus_webhook_guard_free(app->guard);
     evbus_store_pool_free(app->pool);
     evbus_store_close(app->apply_db);

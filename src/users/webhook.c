@@ -82,33 +82,41 @@ void users_webhook(evbus_req_t *req, void *ud)
 
 /* ---- the subscription ---- */
 
+const users_feed_t users_feeds[3] = {
+    {"", "USER_REGISTERED", "UserRegistered"},
+    {".updated", "USER_UPDATED", "UserUpdated"},
+    {".deactivated", "USER_DEACTIVATED", "UserDeactivated"},
+};
+#define NFEEDS (sizeof users_feeds / sizeof users_feeds[0])
+
 struct users_subscriber {
     users_app_t *app;
-    char *def;   /* the subscription's JSON definition */
-    char *patch; /* its push settings, to repoint an existing subscription */
+    char *def[NFEEDS]; /* each subscription's JSON definition */
+    char *patch;       /* the push settings, to repoint an existing subscription */
+    char name[NFEEDS][128];
     char url[1024];
     pthread_t thread;
     volatile int stop;
     atomic_int ready;
 };
 
-/* Creates the subscription, or points an existing one at this service's URL (it moved,
+/* Creates subscription i, or points an existing one at this service's URL (it moved,
  * or its settings changed). */
-static int ensure(users_subscriber_t *s, evbus_http_client_t *http)
+static int ensure_one(users_subscriber_t *s, evbus_http_client_t *http, size_t i)
 {
     const char *headers[] = {"Content-Type: application/json", NULL};
     evbus_http_resp_t resp;
-    evbus_err_t rc =
-        evbus_http_request(http, "POST", s->url, headers, s->def, strlen(s->def), 5000, &resp);
+    evbus_err_t rc = evbus_http_request(http, "POST", s->url, headers, s->def[i], strlen(s->def[i]),
+                                        5000, &resp);
     if (rc == EVBUS_ERR_OK && resp.status == 409) {
         evbus_http_resp_clear(&resp);
         char url[1200];
-        snprintf(url, sizeof url, "%s/%s", s->url, s->app->cfg.subscription);
+        snprintf(url, sizeof url, "%s/%s", s->url, s->name[i]);
         rc = evbus_http_request(http, "PATCH", url, headers, s->patch, strlen(s->patch), 5000,
                                 &resp);
         if (rc == EVBUS_ERR_OK && resp.status == 200)
-            evbus_log_kv(EVBUS_LOG_INFO, "push subscription updated", "subscription",
-                         s->app->cfg.subscription, NULL);
+            evbus_log_kv(EVBUS_LOG_INFO, "push subscription updated", "subscription", s->name[i],
+                         NULL);
     }
     int ok = rc == EVBUS_ERR_OK && (resp.status == 200 || resp.status == 201);
     if (!ok)
@@ -118,9 +126,16 @@ static int ensure(users_subscriber_t *s, evbus_http_client_t *http)
                                  : "",
                      NULL);
     else if (resp.status == 201)
-        evbus_log_kv(EVBUS_LOG_INFO, "push subscription created", "subscription",
-                     s->app->cfg.subscription, NULL);
+        evbus_log_kv(EVBUS_LOG_INFO, "push subscription created", "subscription", s->name[i], NULL);
     evbus_http_resp_clear(&resp);
+    return ok;
+}
+
+static int ensure(users_subscriber_t *s, evbus_http_client_t *http)
+{
+    int ok = 1;
+    for (size_t i = 0; i < NFEEDS && !s->stop; i++)
+        ok &= ensure_one(s, http, i);
     return ok;
 }
 
@@ -155,17 +170,24 @@ users_subscriber_t *users_subscriber_start(users_app_t *app, const char *webhook
         return NULL;
     s->app = app;
     snprintf(s->url, sizeof s->url, "%s/api/subscriptions", app->cfg.eventbus_url);
-    json_t *def =
-        json_pack("{s:s, s:s, s:[s], s:s, s:s, s:{s:s, s:s}}", "name", app->cfg.subscription,
-                  "topic", "USER_REGISTERED", "types", "UserRegistered", "mode", "push", "from",
-                  "earliest", "push", "url", webhook_url, "secret", app->cfg.webhook_secret);
-    s->def = def ? json_dumps(def, JSON_COMPACT) : NULL;
-    json_decref(def);
+    int ok = 1;
+    for (size_t i = 0; i < NFEEDS; i++) {
+        snprintf(s->name[i], sizeof s->name[i], "%s%s", app->cfg.subscription,
+                 users_feeds[i].suffix);
+        json_t *def =
+            json_pack("{s:s, s:s, s:[s], s:s, s:s, s:{s:s, s:s}}", "name", s->name[i], "topic",
+                      users_feeds[i].topic, "types", users_feeds[i].type, "mode", "push", "from",
+                      "earliest", "push", "url", webhook_url, "secret", app->cfg.webhook_secret);
+        s->def[i] = def ? json_dumps(def, JSON_COMPACT) : NULL;
+        json_decref(def);
+        ok &= s->def[i] != NULL;
+    }
     json_t *patch = json_pack("{s:{s:s}}", "push", "url", webhook_url);
     s->patch = patch ? json_dumps(patch, JSON_COMPACT) : NULL;
     json_decref(patch);
-    if (!s->def || !s->patch || pthread_create(&s->thread, NULL, subscriber_main, s) != 0) {
-        free(s->def);
+    if (!ok || !s->patch || pthread_create(&s->thread, NULL, subscriber_main, s) != 0) {
+        for (size_t i = 0; i < NFEEDS; i++)
+            free(s->def[i]);
         free(s->patch);
         free(s);
         return NULL;
@@ -184,7 +206,8 @@ void users_subscriber_stop(users_subscriber_t *s)
         return;
     s->stop = 1;
     pthread_join(s->thread, NULL);
-    free(s->def);
+    for (size_t i = 0; i < NFEEDS; i++)
+        free(s->def[i]);
     free(s->patch);
     free(s);
 }

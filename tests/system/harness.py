@@ -6,6 +6,7 @@ test can read them (correlation ids) and the harness can check them for
 sanitizer reports when the service stops.
 """
 import atexit
+import base64
 import http.client
 import json
 import os
@@ -88,6 +89,7 @@ class Service:
         self.port = None
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.starts = 0
+        self.headers = {}  # sent with every get/post/patch/delete unless given
 
     def start(self, port=0, timeout=20.0):
         env = dict(os.environ)
@@ -166,17 +168,25 @@ class Service:
         """Starts again on the same port."""
         return self.start(port=self.port)
 
+    def _kw(self, kw):
+        if self.headers:
+            kw["headers"] = dict(self.headers, **(kw.get("headers") or {}))
+        return kw
+
     def get(self, path, **kw):
-        return request(self.port, "GET", path, **kw)
+        return request(self.port, "GET", path, **self._kw(kw))
 
     def post(self, path, body=None, **kw):
-        return request(self.port, "POST", path, body=body, **kw)
+        return request(self.port, "POST", path, body=body, **self._kw(kw))
 
     def delete(self, path, **kw):
-        return request(self.port, "DELETE", path, **kw)
+        return request(self.port, "DELETE", path, **self._kw(kw))
 
     def patch(self, path, body=None, **kw):
-        return request(self.port, "PATCH", path, body=body, **kw)
+        return request(self.port, "PATCH", path, body=body, **self._kw(kw))
+
+    def put(self, path, body=None, **kw):
+        return request(self.port, "PUT", path, body=body, **self._kw(kw))
 
 
 def free_port():
@@ -354,9 +364,13 @@ class Stack:
         self.auth = Service("auth", "auth-service", workdir,
                             dict(AUTH_DB=self.db["auth"], AUTH_EVENTBUS_URL=bus, **env.get("auth", {})))
         self.webhook_secret = new_webhook_secret()
+        self.jwt_key = base64.b64encode(os.urandom(32)).decode()
+        self.auth.env.setdefault("AUTH_JWT_KEY", self.jwt_key)
         self.users = Service("users", "user-service", workdir,
                              dict(USERS_DB=self.db["users"], USERS_EVENTBUS_URL=bus, USERS_POLL_WAIT_S="5",
-                                  USERS_WEBHOOK_SECRET=self.webhook_secret, **env.get("users", {})))
+                                  USERS_WEBHOOK_SECRET=self.webhook_secret, USERS_JWT_KEY=self.jwt_key,
+                                  **env.get("users", {})))
+        self.users.headers = {"Authorization": f"Bearer {self.token(str(uuid.uuid4()), 'admin')}"}
         self.services = [self.eventbus]
         try:
             if auth:
@@ -370,6 +384,11 @@ class Stack:
                 if s.proc.poll() is None:
                     s.kill9()
             raise
+
+    def token(self, sub, role="user", ttl=600, **override):
+        """An access token as auth-service makes them, minted here with the shared key."""
+        return make_jwt(self.jwt_key, dict({"iss": "evbus-auth", "aud": "evbus", "sub": sub, "role": role,
+                                            "iat": int(time.time()), "exp": int(time.time()) + ttl}, **override))
 
     def kafka_messages(self, topic):
         """The messages of one of this stack's topics in Kafka, read with kcat."""
@@ -469,8 +488,23 @@ class PublishLoad:
 
 
 def new_webhook_secret():
-    import base64
     return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_jwt(key_b64, claims, header=None, key=None):
+    """A JWT signed with HS256 (or unsigned when header says alg none), for tests."""
+    import hashlib
+    import hmac
+    header = header or {"alg": "HS256", "typ": "JWT"}
+    signing = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
+    if header.get("alg") == "none":
+        return signing + "."
+    k = key if key is not None else base64.b64decode(key_b64)
+    return signing + "." + b64url(hmac.new(k, signing.encode(), hashlib.sha256).digest())
 
 
 def make_event(event_type="UserRegistered", subject=None, data=None, **extra):

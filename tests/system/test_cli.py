@@ -39,6 +39,11 @@ def test_help_lists_every_setting(binary):
     ("auth-service", [], {"AUTH_ARGON2_MEMLIMIT_KIB": "1024"}, "AUTH_ARGON2_MEMLIMIT_KIB"),
     ("auth-service", ["--argon2-ops=1"], {}, "AUTH_ARGON2_OPSLIMIT"),
     ("user-service", ["--poll-wait=0"], {}, "USERS_POLL_WAIT_S"),
+    # token keys: required, at least 256 bits, never taken from a flag
+    ("auth-service", [], {}, "AUTH_JWT_KEY"),
+    ("auth-service", [], {"AUTH_JWT_KEY": "c2hvcnQ="}, "AUTH_JWT_KEY"),
+    ("auth-service", ["--jwt-key=c2hvcnQ="], {}, "secret"),
+    ("user-service", [], {}, "USERS_JWT_KEY"),
 ])
 def test_bad_settings_refused(tmp_path, binary, args, env, message):
     r = run(binary, f"--db={tmp_path}/x.db", *args, env=env)

@@ -157,7 +157,7 @@ def test_two_relays_share_one_outbox_in_key_order(tmp_path):
     stack = harness.Stack(str(tmp_path), users=False, env={"auth": relay_env})
     try:
         auth2 = Service("auth2", "auth-service", stack.workdir,
-                        dict(relay_env, AUTH_DB=stack.db["auth"],
+                        dict(relay_env, AUTH_DB=stack.db["auth"], AUTH_JWT_KEY=stack.jwt_key,
                              AUTH_EVENTBUS_URL=f"http://127.0.0.1:{stack.eventbus.port}"))
         auth2.start()
         stack.services.append(auth2)

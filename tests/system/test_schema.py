@@ -14,8 +14,8 @@ def test_fresh_databases_reach_the_current_versions(stack):
         return dict(stack.rows(name, "SELECT component, version FROM evbus_schema"))
 
     assert versions("eventbus") == {"eventbus": 4, "outbox": 4}  # the outbox feeds Kafka
-    assert versions("auth") == {"auth": 1, "outbox": 4}
-    assert versions("users") == {"users": 1, "inbox": 1}
+    assert versions("auth") == {"auth": 2, "outbox": 4}
+    assert versions("users") == {"users": 2, "inbox": 1}
 
 
 def eventbus_v1(stack):
