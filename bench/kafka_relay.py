@@ -30,7 +30,7 @@ def events(n, tag):
 
 def relay_rate(kafka, pg, work, n, tag):
     bus = harness.Service(f"eventbus-{tag}", "eventbus", work,
-                          {"EVENTBUS_DB": pg.url(pg.create_db("relay")),
+                          {"EVENTBUS_AUTH": "off", "EVENTBUS_DB": pg.url(pg.create_db("relay")),
                            "EVENTBUS_BROKER": f"kafka://{kafka.bootstrap}",
                            "EVENTBUS_KAFKA_RELAY_BATCH": os.environ.get("EVENTBUS_KAFKA_RELAY_BATCH", "1000")})
     bus.start()

@@ -3,6 +3,10 @@ local counter = 0
 local prefix = os.getenv("EVBUS_BENCH_PREFIX") or tostring(os.time())
 local pad = string.rep("x", 330)
 local headers = {["Content-Type"] = "application/cloudevents+json"}
+local key = os.getenv("EVBUS_BENCH_KEY") or ""
+if key ~= "" then
+  headers["Authorization"] = "Bearer " .. key
+end
 
 request = function()
   counter = counter + 1

@@ -22,12 +22,12 @@ import harness  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def wrk(port, seconds, script=None, prefix="x"):
+def wrk(port, seconds, script=None, prefix="x", key=""):
     cmd = ["wrk", "-t1", "-c64", f"-d{seconds}s", "--latency"]
     if script:
         cmd += ["-s", script]
     cmd.append(f"http://127.0.0.1:{port}/" if not script else f"http://127.0.0.1:{port}")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, EVBUS_BENCH_PREFIX=prefix),
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, EVBUS_BENCH_PREFIX=prefix, EVBUS_BENCH_KEY=key),
                          check=True).stdout
     if "Non-2xx" in out or "errors" in out.lower() and "Socket errors" in out:
         raise RuntimeError(out)
@@ -75,15 +75,17 @@ def main():
     try:
         ng, ng_port = nginx(work)
         procs.append(ng)
-        sq = harness.Service("eventbus-sqlite", "eventbus", work,
-                             {"EVENTBUS_DB": os.path.join(work, "eventbus.db")}).start()
-        pgbus = harness.Service("eventbus-pg", "eventbus", work,
-                                {"EVENTBUS_DB": pg.url(pg.create_db("bench"))}).start()
+        # each publish is authenticated with a scoped key, as in production
+        sq_db, pg_db = os.path.join(work, "eventbus.db"), pg.url(pg.create_db("bench"))
+        sq_key = harness.create_key(sq_db, "--name", "bench", "--types", "Bench*", "--sources", "/bench")
+        pg_key = harness.create_key(pg_db, "--name", "bench", "--types", "Bench*", "--sources", "/bench")
+        sq = harness.Service("eventbus-sqlite", "eventbus", work, {"EVENTBUS_DB": sq_db}).start()
+        pgbus = harness.Service("eventbus-pg", "eventbus", work, {"EVENTBUS_DB": pg_db}).start()
         script = os.path.join(HERE, "publish.lua")
         for rep in range(reps):
             results["nginx"].append(wrk(ng_port, seconds))
-            results["sqlite"].append(wrk(sq.port, seconds, script, f"s{rep}"))
-            results["postgres"].append(wrk(pgbus.port, seconds, script, f"p{rep}"))
+            results["sqlite"].append(wrk(sq.port, seconds, script, f"s{rep}", sq_key))
+            results["postgres"].append(wrk(pgbus.port, seconds, script, f"p{rep}", pg_key))
             results["pgbench"].append(pgbench(pg, seconds))
         sq.stop()
         pgbus.stop()

@@ -23,7 +23,7 @@ from publish_throughput import nginx  # noqa: E402
 
 def run(work, port, n, subs, concurrency, tag):
     bus = harness.Service(f"eventbus-{tag}", "eventbus", work,
-                          {"EVENTBUS_DB": os.path.join(work, f"{tag}.db"), "EVENTBUS_PUSH_ALLOW": "127.0.0.1/32",
+                          {"EVENTBUS_AUTH": "off", "EVENTBUS_DB": os.path.join(work, f"{tag}.db"), "EVENTBUS_PUSH_ALLOW": "127.0.0.1/32",
                            "EVENTBUS_ROUTES": "BenchPushed=BENCH"})
     bus.start()
     try:

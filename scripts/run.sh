@@ -28,6 +28,17 @@ if [ -z "${AUTH_JWT_KEY:-}" ] && [ -z "${AUTH_JWT_KEY_FILE:-}" ]; then
 fi
 export EVENTBUS_LOG_FORMAT=${EVENTBUS_LOG_FORMAT:-text} AUTH_LOG_FORMAT=${AUTH_LOG_FORMAT:-text} USERS_LOG_FORMAT=${USERS_LOG_FORMAT:-text}
 
+# API keys for the eventbus, made once on its database (shown only at creation, so kept
+# here, 0600): an admin key for you, and one scoped key per service
+if [ ! -s "$DATA/admin.key" ]; then
+  (umask 077
+   "$BUILD/eventbus" keys create --name admin --admin > "$DATA/admin.key"
+   "$BUILD/eventbus" keys create --name auth-service --types 'User*' --sources /auth-service > "$DATA/auth-eventbus.key"
+   "$BUILD/eventbus" keys create --name user-service --subscriptions 'user-service*' > "$DATA/users-eventbus.key")
+fi
+export AUTH_EVENTBUS_KEY_FILE=${AUTH_EVENTBUS_KEY_FILE:-$DATA/auth-eventbus.key}
+export USERS_EVENTBUS_KEY_FILE=${USERS_EVENTBUS_KEY_FILE:-$DATA/users-eventbus.key}
+
 pids=()
 stop() {
   trap - INT TERM
@@ -58,7 +69,13 @@ cat <<MSG
     id=\$(curl -s -X POST http://127.0.0.1:$AUTH_PORT/api/auth/register -H 'Content-Type: application/json' \\
          -d '{"email":"ada@example.com","password":"correct horse battery","displayName":"Ada"}' \\
          | sed -n 's/.*"userId":"\\([^"]*\\)".*/\\1/p')
-    curl -s http://127.0.0.1:$USERS_PORT/api/users/\$id
+    token=\$(curl -s -X POST http://127.0.0.1:$AUTH_PORT/api/auth/login -H 'Content-Type: application/json' \\
+         -d '{"email":"ada@example.com","password":"correct horse battery"}' \\
+         | sed -n 's/.*"accessToken":"\\([^"]*\\)".*/\\1/p')
+    curl -s http://127.0.0.1:$USERS_PORT/api/users/\$id -H "Authorization: Bearer \$token"
+
+  The eventbus API needs a key; yours (admin) is in $DATA/admin.key:
+    curl -s http://127.0.0.1:$EVENTBUS_PORT/api/subscriptions -H "Authorization: Bearer \$(cat $DATA/admin.key)"
 
 MSG
 

@@ -14,7 +14,7 @@
 
 typedef struct {
     char *host, *db, *eventbus_url, *source, *log_level, *log_format, *jwt_key, *jwt_issuer,
-        *jwt_audience, *admin_emails, *trust_forwarded;
+        *jwt_audience, *admin_emails, *trust_forwarded, *eventbus_key;
     int64_t port, threads, max_body, argon_ops, argon_mem_kib, hash_slots, relay_batch,
         outbox_retention_s, token_ttl_s, login_window_s, login_max_failures, login_max_failures_ip;
 } auth_config_t;

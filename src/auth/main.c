@@ -36,6 +36,9 @@ static const evbus_cfg_t config[] = {
     {"outbox-retention", "AUTH_OUTBOX_RETENTION_S", EVBUS_CFG_INT, 1, INT64_C(10) * 365 * 86400,
      "604800", "published outbox rows older than this many seconds are deleted",
      &g_app.cfg.outbox_retention_s, 0, NULL},
+    {"eventbus-key", "AUTH_EVENTBUS_KEY", EVBUS_CFG_STR, 0, 256, "",
+     "API key the relay publishes with (or AUTH_EVENTBUS_KEY_FILE)", &g_app.cfg.eventbus_key, 1,
+     NULL},
     {"jwt-key", "AUTH_JWT_KEY", EVBUS_CFG_STR, 0, 256, "",
      "HMAC key of access tokens: base64 of 32 to 128 random bytes (or AUTH_JWT_KEY_FILE)",
      &g_app.cfg.jwt_key, 1, NULL},
@@ -132,6 +135,7 @@ int main(int argc, char **argv)
         .backoff_cap_ms = 2000,
         .timeout_ms = 10000,
         .retention_ms = app->cfg.outbox_retention_s * 1000,
+        .api_key = *app->cfg.eventbus_key ? app->cfg.eventbus_key : NULL,
     };
     if (!(app->pool = evbus_store_pool_new(app->cfg.db, (unsigned)app->cfg.threads)) ||
         !(app->relay = evbus_relay_start(&ro)))

@@ -73,6 +73,19 @@ const evbus_migration_t eb_migrations[] = {
     {4,
      {{[EVBUS_DIALECT_SQLITE] = EB_SCHEMA_V4("INTEGER PRIMARY KEY AUTOINCREMENT"),
        [EVBUS_DIALECT_PG] = EB_SCHEMA_V4("BIGSERIAL PRIMARY KEY")}}},
+    /* API keys: the secret only as a salted keyed hash */
+    {5,
+     {{"CREATE TABLE eb_api_keys ("
+       " id TEXT PRIMARY KEY,"
+       " name TEXT NOT NULL,"
+       " salt TEXT NOT NULL,"
+       " hash TEXT NOT NULL,"
+       " admin INTEGER NOT NULL DEFAULT 0,"
+       " types TEXT,"
+       " sources TEXT,"
+       " subscriptions TEXT,"
+       " created_at BIGINT NOT NULL,"
+       " revoked_at BIGINT)"}}},
 };
 const size_t eb_nmigrations = sizeof eb_migrations / sizeof eb_migrations[0];
 

@@ -139,6 +139,38 @@ int eb_addr_permitted(const eb_allow_t *a, const struct sockaddr *sa);
  * permitted; -1 and a message otherwise. */
 int eb_url_check(const eb_allow_t *a, const char *url, char *err, size_t errlen);
 
+/* ---- keys.c: API keys ---- */
+typedef struct eb_keys eb_keys_t;
+typedef struct eb_key eb_key_t;
+typedef enum { EB_AUTH_OK, EB_AUTH_MISSING, EB_AUTH_BAD, EB_AUTH_UNAVAILABLE } eb_auth_t;
+eb_keys_t *eb_keys_new(evbus_store_pool_t *pool);
+void eb_keys_free(eb_keys_t *ks);
+/* Checks "Bearer evb_..." against the key table (cached a few seconds). On EB_AUTH_OK
+ * *key is held until eb_keys_put. */
+eb_auth_t eb_keys_check(eb_keys_t *ks, const char *authorization, eb_key_t **key);
+void eb_keys_put(eb_keys_t *ks, eb_key_t *key);
+int eb_key_admin(const eb_key_t *k);
+int eb_key_may_publish(const eb_key_t *k, const char *type, const char *source);
+int eb_key_may_use(const eb_key_t *k, const char *subscription);
+/* Stores a new key (patterns: JSON arrays or NULL) and writes the key, shown once, to
+ * key_out and its id to id_out (17 bytes). 0, or -1. */
+int eb_keys_create(evbus_store_t *db, const char *name, int admin, json_t *types, json_t *sources,
+                   json_t *subs, char *key_out, size_t key_len, char *id_out);
+json_t *eb_keys_list(evbus_store_t *db);
+/* Rows revoked (0: none such, or already), or -1. */
+int64_t eb_keys_revoke(evbus_store_t *db, const char *id);
+json_t *eb_patterns(const char *csv);
+struct eb_app;
+/* The request's key (NULL with auth off): answers 401/503 and returns 0 when missing or
+ * bad. Give *key back with eb_keys_put. */
+int eb_authenticate(struct eb_app *app, evbus_req_t *req, eb_key_t **key);
+/* A valid key that may use subscription (NULL: an admin key); answers 401/403/503 and
+ * returns 0 otherwise. */
+int eb_authorize(struct eb_app *app, evbus_req_t *req, const char *subscription);
+void eb_keys_create_handler(evbus_req_t *req, void *app);
+void eb_keys_list_handler(evbus_req_t *req, void *app);
+void eb_keys_revoke_handler(evbus_req_t *req, void *app);
+
 /* ---- push_api.c: push definitions ---- */
 typedef struct {
     char url[2049];
@@ -208,12 +240,12 @@ json_t *eb_ksub_info(eb_ksub_t *s, int64_t *position, int64_t *head);
 
 /* ---- the daemon ---- */
 typedef struct {
-    char *host, *db, *routes, *log_level, *log_format, *broker, *kafka_prefix, *push_allow;
+    char *host, *db, *routes, *log_level, *log_format, *broker, *kafka_prefix, *push_allow, *auth;
     int64_t port, threads, max_body, max_batch, max_wait, max_group, retention_s, kafka_partitions,
         kafka_idle_s, kafka_session_ms, kafka_buffer, kafka_relay_batch, push_window;
 } eb_config_t;
 
-typedef struct {
+typedef struct eb_app {
     eb_config_t cfg;
     evbus_store_pool_t *pool;
     eb_writer_t *writer;
@@ -225,6 +257,7 @@ typedef struct {
     evbus_relay_t *relay; /* outbox -> Kafka */
     eb_ksubs_t *ksubs;    /* subscriptions as Kafka consumer groups */
     eb_allow_t *allow;    /* webhook addresses allowed although not public */
+    eb_keys_t *keys;      /* API keys; NULL when EVENTBUS_AUTH=off */
     struct eb_pusher *pusher;
 } eb_app_t;
 

@@ -55,6 +55,10 @@ static const evbus_cfg_t config[] = {
     {"kafka-buffer", "EVENTBUS_KAFKA_BUFFER", EVBUS_CFG_INT, 10, 1000000, "5000",
      "events an instance reads ahead per subscription before it pauses fetching from Kafka",
      &g_app.cfg.kafka_buffer, 0, NULL},
+    {"auth", "EVENTBUS_AUTH", EVBUS_CFG_STR, 3, 4, "keys",
+     "keys: every API call but health needs an API key (see `eventbus keys`); off: none do "
+     "(only on a trusted network)",
+     &g_app.cfg.auth, 0, "keys|off"},
     {"push-allow", "EVENTBUS_PUSH_ALLOW", EVBUS_CFG_STR, 0, 4096, "",
      "addresses or CIDRs webhooks may reach although loopback, private or link-local, e.g. "
      "127.0.0.1/32",
@@ -185,6 +189,9 @@ static int setup_routes(evbus_http_server_t *http, eb_app_t *app)
         {"POST", "/api/subscriptions/{name}/dlq/redrive", eb_dlq_redrive},
         {"GET", "/api/subscriptions/{name}/dlq/{id}", eb_dlq_get},
         {"DELETE", "/api/subscriptions/{name}/dlq/{id}", eb_dlq_delete},
+        {"POST", "/api/keys", eb_keys_create_handler},
+        {"GET", "/api/keys", eb_keys_list_handler},
+        {"DELETE", "/api/keys/{id}", eb_keys_revoke_handler},
         {"GET", "/health/live", live},
         {"GET", "/health/ready", ready},
     };
@@ -194,8 +201,85 @@ static int setup_routes(evbus_http_server_t *http, eb_app_t *app)
     return 0;
 }
 
+/* `eventbus keys create|list|revoke`: key management on the database itself, for the
+ * first admin key and for scripts. Whoever can run this with the database's settings
+ * already controls the eventbus; the key is printed once, on stdout. */
+static int keys_cli(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: eventbus keys create --name NAME [--admin] [--types T1,T2*] [--sources S1,S2]\n"
+        "                            [--subscriptions P1,P2*]\n"
+        "       eventbus keys list\n"
+        "       eventbus keys revoke ID\n"
+        "The database comes from EVENTBUS_DB; patterns may end in '*'.\n";
+    char *prog[] = {"eventbus", NULL};
+    if (evbus_config_load(config, NCONFIG, "eventbus", "", 1, prog) != 0)
+        return 2;
+    evbus_log_init("eventbus", EVBUS_LOG_WARN, "text");
+    const char *name = NULL, *types = NULL, *sources = NULL, *subs = NULL;
+    int admin = 0;
+    const char *cmd = argc > 1 ? argv[1] : "";
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--admin"))
+            admin = 1;
+        else if (!strcmp(a, "--name") && v)
+            name = argv[++i];
+        else if (!strcmp(a, "--types") && v)
+            types = argv[++i];
+        else if (!strcmp(a, "--sources") && v)
+            sources = argv[++i];
+        else if (!strcmp(a, "--subscriptions") && v)
+            subs = argv[++i];
+        else if (strcmp(cmd, "revoke") == 0 && !name)
+            name = a;
+        else {
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    evbus_store_t *db = evbus_store_open(g_app.cfg.db);
+    int rc = 1;
+    if (!db || evbus_store_migrate(db, "eventbus", eb_migrations, eb_nmigrations) != EVBUS_ERR_OK ||
+        evbus_outbox_migrate(db) != EVBUS_ERR_OK) {
+        fprintf(stderr, "eventbus keys: cannot open %s\n", g_app.cfg.db);
+    } else if (strcmp(cmd, "create") == 0 && name) {
+        json_t *t = eb_patterns(types), *s = eb_patterns(sources), *u = eb_patterns(subs);
+        char key[128], id[20];
+        if (eb_keys_create(db, name, admin, t, s, u, key, sizeof key, id) == 0) {
+            printf("%s\n", key);
+            fprintf(stderr, "created key %s (%s); it is shown only this once\n", id, name);
+            rc = 0;
+        }
+        json_decref(t);
+        json_decref(s);
+        json_decref(u);
+    } else if (strcmp(cmd, "list") == 0) {
+        json_t *items = eb_keys_list(db);
+        char *text = items ? json_dumps(items, JSON_INDENT(2)) : NULL;
+        if (text)
+            printf("%s\n", text);
+        rc = text ? 0 : 1;
+        free(text);
+        json_decref(items);
+    } else if (strcmp(cmd, "revoke") == 0 && name) {
+        int64_t n = eb_keys_revoke(db, name);
+        if (n == 0)
+            fprintf(stderr, "eventbus keys: no active key %s\n", name);
+        rc = n > 0 ? 0 : 1;
+    } else {
+        fputs(usage, stderr);
+        rc = 2;
+    }
+    evbus_store_close(db);
+    evbus_config_free(config, NCONFIG);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "keys") == 0)
+        return keys_cli(argc - 1, argv + 1);
     int rc = evbus_config_load(config, NCONFIG, "eventbus",
                                "the evbus event bus: publish API, durable log, subscriptions", argc,
                                argv);
@@ -255,6 +339,11 @@ int main(int argc, char **argv)
     };
     if (!(app->writer = eb_writer_start(&wo)) || !(app->pusher = eb_pusher_start(app)))
         goto out;
+    if (strcmp(app->cfg.auth, "keys") == 0 && !(app->keys = eb_keys_new(app->pool)))
+        goto out;
+    if (!app->keys)
+        evbus_log_warn("EVENTBUS_AUTH=off: anyone who reaches this port may publish and manage "
+                       "subscriptions");
     app->listener = eb_listener_start(app->cfg.db, app->waiters);
     evbus_http_opts_t ho = {
         .host = app->cfg.host,
@@ -296,6 +385,7 @@ out:
     evbus_store_close(db);
     eb_routes_free(app->routes);
     eb_allow_free(app->allow);
+    eb_keys_free(app->keys);
     if (exit_code == 0)
         evbus_log_info("stopped");
     evbus_config_free(config, NCONFIG);

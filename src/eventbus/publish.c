@@ -96,11 +96,18 @@ void eb_publish_handler(evbus_req_t *req, void *ud)
                           "the eventbus is shutting down", NULL);
         return;
     }
-    if (!evbus_req_require_type(req, publish_types))
+    eb_key_t *key = NULL;
+    if (!eb_authenticate(app, req, &key))
         return;
+    if (!evbus_req_require_type(req, publish_types)) {
+        eb_keys_put(app->keys, key);
+        return;
+    }
     json_t *root = evbus_req_json(req);
-    if (!root)
+    if (!root) {
+        eb_keys_put(app->keys, key);
         return;
+    }
     int batch = json_is_array(root);
     size_t n = batch ? json_array_size(root) : 1;
     if (batch && n == 0) {
@@ -138,6 +145,15 @@ void eb_publish_handler(evbus_req_t *req, void *ud)
             evbus_req_problem(req, 400, "invalid-event", "Invalid CloudEvent", detail, errors);
             goto out;
         }
+        /* the whole batch is refused when one event is outside the key's scope */
+        if (key && !eb_key_may_publish(key, job->items[i].type, job->items[i].source)) {
+            char detail[600];
+            snprintf(detail, sizeof detail,
+                     "this key may not publish type '%.200s' from source '%.200s'",
+                     job->items[i].type, job->items[i].source);
+            evbus_req_problem(req, 403, "forbidden", "Forbidden", detail, NULL);
+            goto out;
+        }
     }
     if (eb_writer_submit(app->writer, job) != 0) { /* resumes req after the commit */
         evbus_req_add_header(req, "Retry-After", "1");
@@ -145,5 +161,6 @@ void eb_publish_handler(evbus_req_t *req, void *ud)
                           "the eventbus is shutting down", NULL);
     }
 out:
+    eb_keys_put(app->keys, key);
     json_decref(root);
 }

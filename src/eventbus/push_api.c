@@ -250,6 +250,8 @@ void eb_subs_seek(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     json_t *b = body_or_empty(req);
     if (!b)
         return;
@@ -337,6 +339,8 @@ void eb_subs_rotate(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     json_t *b = body_or_empty(req);
     if (!b)
         return;
@@ -395,6 +399,8 @@ void eb_subs_enable(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     char mode[8];
     if (!want_sub(app, req, name, mode, sizeof mode))
         return;
@@ -466,6 +472,8 @@ void eb_dlq_list(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     int64_t limit = 100, after = 0, from = 0, to = INT64_MAX;
     if (!query_i64(req, "limit", 1, DLQ_PAGE_MAX, &limit) ||
         !query_i64(req, "after", 0, INT64_MAX, &after) || !query_time(req, "from", &from) ||
@@ -528,6 +536,8 @@ void eb_dlq_get(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     int64_t id;
     if (!dlq_id(req, &id))
         return;
@@ -559,6 +569,8 @@ void eb_dlq_delete(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     int64_t id;
     if (!dlq_id(req, &id))
         return;
@@ -587,6 +599,8 @@ void eb_dlq_redrive(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     json_t *b = json_body(req);
     if (!b)
         return;
@@ -674,6 +688,8 @@ void eb_subs_patch(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     json_t *b = json_body(req);
     if (!b)
         return;

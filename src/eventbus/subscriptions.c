@@ -330,19 +330,30 @@ out:
 void eb_subs_create(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
-    if (!evbus_req_require_type(req, json_types))
+    eb_key_t *key = NULL;
+    if (!eb_authenticate(app, req, &key))
         return;
-    json_t *body = evbus_req_json(req);
-    if (!body)
+    json_t *body = evbus_req_require_type(req, json_types) ? evbus_req_json(req) : NULL;
+    if (!body) {
+        eb_keys_put(app->keys, key);
         return;
+    }
     sub_t s;
     int from_earliest = 0;
     char secret[256] = "";
     json_t *errors = parse_definition(app, body, &s, &from_earliest, secret, sizeof secret);
     json_decref(body);
-    if (json_array_size(errors) > 0) {
-        evbus_req_problem(req, 400, "invalid-subscription", "Invalid Subscription",
-                          "the subscription definition has invalid fields", errors);
+    int may = !key || eb_key_may_use(key, s.name);
+    eb_keys_put(app->keys, key);
+    if (json_array_size(errors) > 0 || !may) {
+        if (!may)
+            evbus_req_problem(req, 403, "forbidden", "Forbidden",
+                              "this key may not use a subscription with this name", NULL);
+        else
+            evbus_req_problem(req, 400, "invalid-subscription", "Invalid Subscription",
+                              "the subscription definition has invalid fields", errors);
+        if (!may)
+            json_decref(errors);
         sub_clear(&s);
         return;
     }
@@ -356,6 +367,8 @@ void eb_subs_create(evbus_req_t *req, void *ud)
 void eb_subs_list(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
+    if (!eb_authorize(app, req, NULL))
+        return;
     evbus_store_t *db = evbus_store_pool_get(app->pool);
     evbus_stmt_t *st = evbus_store_prepare(db, &SQL_SUB_LIST);
     json_t *items = json_array();
@@ -384,6 +397,8 @@ void eb_subs_get(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     evbus_store_t *db = evbus_store_pool_get(app->pool);
     sub_t s = {0};
     evbus_err_t rc = sub_load(db, name, &s);
@@ -401,6 +416,8 @@ void eb_subs_delete(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     evbus_store_t *db = evbus_store_pool_get(app->pool);
     evbus_stmt_t *st = evbus_store_prepare(db, &SQL_SUB_DELETE);
     int rc = EVBUS_STEP_ERROR;
@@ -547,6 +564,8 @@ void eb_subs_poll(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     poll_state_t *ps = evbus_req_state(req);
+    if (!ps && !eb_authorize(app, req, evbus_req_param(req, "name")))
+        return;
     if (!ps && !(ps = poll_begin(app, req)))
         return;
     if (ps->member) {
@@ -629,6 +648,8 @@ void eb_subs_ack(evbus_req_t *req, void *ud)
 {
     eb_app_t *app = ud;
     const char *name = evbus_req_param(req, "name");
+    if (!eb_authorize(app, req, name))
+        return;
     if (!evbus_req_require_type(req, json_types))
         return;
     json_t *body = evbus_req_json(req);

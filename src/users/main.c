@@ -38,6 +38,9 @@ static const evbus_cfg_t config[] = {
     {"webhook-secret-previous", "USERS_WEBHOOK_SECRET_PREVIOUS", EVBUS_CFG_STR, 0, 256, "",
      "a second accepted secret while a rotation is under way", &g_app.cfg.webhook_secret_prev, 1,
      NULL},
+    {"eventbus-key", "USERS_EVENTBUS_KEY", EVBUS_CFG_STR, 0, 256, "",
+     "API key for the eventbus, scoped to this service's subscriptions (or _FILE)",
+     &g_app.cfg.eventbus_key, 1, NULL},
     {"jwt-key", "USERS_JWT_KEY", EVBUS_CFG_STR, 0, 256, "",
      "the key auth-service signs access tokens with (base64; or USERS_JWT_KEY_FILE)",
      &g_app.cfg.jwt_key, 1, NULL},
@@ -136,6 +139,7 @@ int main(int argc, char **argv)
             .wait_s = (unsigned)app->cfg.poll_wait,
             .fn = users_apply,
             .ud = app,
+            .api_key = *app->cfg.eventbus_key ? app->cfg.eventbus_key : NULL,
         };
         if (!(g_consumers[i] = evbus_consumer_start(&co)))
             goto out;

@@ -13,7 +13,7 @@
 
 typedef struct {
     char *host, *db, *eventbus_url, *subscription, *log_level, *log_format, *delivery, *public_url,
-        *webhook_secret, *webhook_secret_prev, *jwt_key, *jwt_issuer, *jwt_audience;
+        *webhook_secret, *webhook_secret_prev, *jwt_key, *jwt_issuer, *jwt_audience, *eventbus_key;
     int64_t port, threads, poll_wait, poll_max;
 } users_config_t;
 

@@ -3,6 +3,7 @@
  * the Standard Webhooks signature (one of our secrets), its age (5 min) and replays
  * before anything is applied; the event is then applied with its inbox row in one
  * transaction, exactly as the pull consumer does. */
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,7 @@ struct users_subscriber {
     char *patch;       /* the push settings, to repoint an existing subscription */
     char name[NFEEDS][128];
     char url[1024];
+    char auth[300]; /* Authorization header, or empty */
     pthread_t thread;
     volatile int stop;
     atomic_int ready;
@@ -104,7 +106,7 @@ struct users_subscriber {
  * or its settings changed). */
 static int ensure_one(users_subscriber_t *s, evbus_http_client_t *http, size_t i)
 {
-    const char *headers[] = {"Content-Type: application/json", NULL};
+    const char *headers[] = {"Content-Type: application/json", *s->auth ? s->auth : NULL, NULL};
     evbus_http_resp_t resp;
     evbus_err_t rc = evbus_http_request(http, "POST", s->url, headers, s->def[i], strlen(s->def[i]),
                                         5000, &resp);
@@ -170,6 +172,8 @@ users_subscriber_t *users_subscriber_start(users_app_t *app, const char *webhook
         return NULL;
     s->app = app;
     snprintf(s->url, sizeof s->url, "%s/api/subscriptions", app->cfg.eventbus_url);
+    if (*app->cfg.eventbus_key)
+        snprintf(s->auth, sizeof s->auth, "Authorization: Bearer %s", app->cfg.eventbus_key);
     int ok = 1;
     for (size_t i = 0; i < NFEEDS; i++) {
         snprintf(s->name[i], sizeof s->name[i], "%s%s", app->cfg.subscription,
@@ -209,5 +213,6 @@ void users_subscriber_stop(users_subscriber_t *s)
     for (size_t i = 0; i < NFEEDS; i++)
         free(s->def[i]);
     free(s->patch);
+    sodium_memzero(s->auth, sizeof s->auth);
     free(s);
 }

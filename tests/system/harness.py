@@ -52,7 +52,8 @@ class Response:
 def request(port, method, path, body=None, headers=None, timeout=30.0, raw=None):
     """One HTTP request on a fresh connection; body is JSON-encoded unless raw bytes given."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    hdrs = dict(headers or {})
+    hdrs = dict(PORT_HEADERS.get(port, {}))  # an eventbus's admin key, unless given
+    hdrs.update(headers or {})
     data = raw
     if body is not None and raw is None:
         data = json.dumps(body).encode()
@@ -66,6 +67,16 @@ def request(port, method, path, body=None, headers=None, timeout=30.0, raw=None)
 
 
 _started = []
+PORT_HEADERS = {}  # port -> headers every request() to it carries by default
+BUS_KEYS = {}  # EVENTBUS_DB -> the admin key made for that database
+
+
+def create_key(db, *args):
+    """A new eventbus API key made with `eventbus keys create` on database db."""
+    r = subprocess.run([os.path.join(BIN_DIR, "eventbus"), "keys", "create", *args],
+                       env=dict(os.environ, EVENTBUS_DB=db), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
 
 
 @atexit.register
@@ -112,8 +123,12 @@ class Service:
                     return int(line["port"])
             return None
 
+        if self.binary == "eventbus" and self.env.get("EVENTBUS_DB") in BUS_KEYS and not self.headers:
+            self.headers = {"Authorization": f"Bearer {BUS_KEYS[self.env['EVENTBUS_DB']]}"}
         try:
             self.port = wait_until(listening, timeout, what=f"{self.name} to listen")
+            if self.binary == "eventbus" and self.headers:
+                PORT_HEADERS[self.port] = self.headers
         except AssertionError:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -358,18 +373,30 @@ class Stack:
                            EVENTBUS_KAFKA_SESSION_TIMEOUT_MS="6000")
         bus_env.update(env.get("eventbus", {}))
         self.bus_env = bus_env  # for more eventbus instances on the same data
+        # keys as an operator makes them: an admin key (the tests' default on the eventbus),
+        # auth-service's (User* events from /auth-service) and user-service's (its own
+        # subscriptions)
+        self.keys = {}
+        if bus_env.get("EVENTBUS_AUTH", "keys") == "keys":
+            db = bus_env["EVENTBUS_DB"]
+            self.keys = {"admin": create_key(db, "--name", "tests", "--admin"),
+                         "auth": create_key(db, "--name", "auth-service", "--types", "User*",
+                                            "--sources", "/auth-service"),
+                         "users": create_key(db, "--name", "user-service", "--subscriptions", "user-service*")}
+            BUS_KEYS[db] = self.keys["admin"]
         self.eventbus = Service("eventbus", "eventbus", workdir, bus_env)
         self.eventbus.start()
         bus = f"http://127.0.0.1:{self.eventbus.port}"
         self.auth = Service("auth", "auth-service", workdir,
-                            dict(AUTH_DB=self.db["auth"], AUTH_EVENTBUS_URL=bus, **env.get("auth", {})))
+                            dict(AUTH_DB=self.db["auth"], AUTH_EVENTBUS_URL=bus,
+                                 AUTH_EVENTBUS_KEY=self.keys.get("auth", ""), **env.get("auth", {})))
         self.webhook_secret = new_webhook_secret()
         self.jwt_key = base64.b64encode(os.urandom(32)).decode()
         self.auth.env.setdefault("AUTH_JWT_KEY", self.jwt_key)
         self.users = Service("users", "user-service", workdir,
                              dict(USERS_DB=self.db["users"], USERS_EVENTBUS_URL=bus, USERS_POLL_WAIT_S="5",
                                   USERS_WEBHOOK_SECRET=self.webhook_secret, USERS_JWT_KEY=self.jwt_key,
-                                  **env.get("users", {})))
+                                  USERS_EVENTBUS_KEY=self.keys.get("users", ""), **env.get("users", {})))
         self.users.headers = {"Authorization": f"Bearer {self.token(str(uuid.uuid4()), 'admin')}"}
         self.services = [self.eventbus]
         try:

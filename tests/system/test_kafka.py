@@ -157,7 +157,8 @@ def shared_group(stack):
     stack.services.append(b)
     users2 = Service("users2", "user-service", stack.workdir,
                      dict(USERS_DB=stack.db["users"], USERS_EVENTBUS_URL=f"http://127.0.0.1:{b.port}",
-                          USERS_POLL_WAIT_S="5", USERS_DELIVERY="pull"))
+                          USERS_POLL_WAIT_S="5", USERS_DELIVERY="pull", USERS_JWT_KEY=stack.jwt_key,
+                          USERS_EVENTBUS_KEY=stack.keys["users"]))
     users2.start()
     stack.services.append(users2)
     wait_until(lambda: partitions(a) and partitions(b) and sorted(partitions(a) + partitions(b)) == [0, 1, 2],

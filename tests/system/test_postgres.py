@@ -158,6 +158,7 @@ def test_two_relays_share_one_outbox_in_key_order(tmp_path):
     try:
         auth2 = Service("auth2", "auth-service", stack.workdir,
                         dict(relay_env, AUTH_DB=stack.db["auth"], AUTH_JWT_KEY=stack.jwt_key,
+                             AUTH_EVENTBUS_KEY=stack.keys["auth"],
                              AUTH_EVENTBUS_URL=f"http://127.0.0.1:{stack.eventbus.port}"))
         auth2.start()
         stack.services.append(auth2)

@@ -13,7 +13,7 @@ def test_fresh_databases_reach_the_current_versions(stack):
     def versions(name):
         return dict(stack.rows(name, "SELECT component, version FROM evbus_schema"))
 
-    assert versions("eventbus") == {"eventbus": 4, "outbox": 4}  # the outbox feeds Kafka
+    assert versions("eventbus") == {"eventbus": 5, "outbox": 4}  # the outbox feeds Kafka
     assert versions("auth") == {"auth": 2, "outbox": 4}
     assert versions("users") == {"users": 2, "inbox": 1}
 
@@ -52,7 +52,7 @@ def test_previous_version_upgrades_with_its_data(tmp_path):
                   prepare=lambda s: made.update(events=eventbus_v1(s)))
     try:
         bus = stack.eventbus
-        assert stack.rows("eventbus", "SELECT version FROM evbus_schema WHERE component = 'eventbus'") == [(4,)]
+        assert stack.rows("eventbus", "SELECT version FROM evbus_schema WHERE component = 'eventbus'") == [(5,)]
         if not harness.KAFKA:
             r = bus.get("/api/subscriptions/legacy/events?max=10")
             assert r.status == 200
