@@ -163,15 +163,16 @@ def test_two_relays_share_one_outbox_in_key_order(tmp_path):
         auth2.start()
         stack.services.append(auth2)
         bus = stack.eventbus
-        assert bus.post("/api/subscriptions", {"name": "steps", "topic": "STEP", "from": "earliest"}).status == 201
+        assert bus.post("/api/subscriptions", {"name": "steps", "topic": "USER_STEPPED", "from": "earliest"}).status == 201
         keys = [f"key{i}" for i in range(10)]
         values, expected = [], {k: [] for k in keys}
         for i in range(400):
             key = keys[(i * 7) % 10 if i % 3 else i % 10]
-            ev = make_event("Step", subject=key, data={"i": i})
+            # within auth-service's key scope: User* events from /auth-service
+            ev = make_event("UserStepped", subject=key, source="/auth-service", data={"i": i})
             expected[key].append(ev["id"])
             body = json.dumps(ev).replace("'", "''")
-            values.append(f"('{ev['id']}', 'Step', '{body}', 0, '{key}')")
+            values.append(f"('{ev['id']}', 'UserStepped', '{body}', 0, '{key}')")
         stack.execute("auth", "INSERT INTO evbus_outbox (event_id, type, payload, created_at, ordering_key)"
                               " VALUES " + ",".join(values))
         # a registration on each instance wakes both relays
