@@ -34,7 +34,7 @@ def main():
     clients = int(sys.argv[1]) if len(sys.argv) > 1 else 8
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10
     with tempfile.TemporaryDirectory() as tmp:
-        s = Stack(tmp, users=False, env={"auth": {"AUTH_LOGIN_MAX_FAILURES": "100000",
+        s = Stack(tmp, users=False, env={"auth": {"AUTH_LOGIN_MAX_FAILURES": "1000",
                                                   "AUTH_LOGIN_MAX_FAILURES_IP": "100000"}})
         try:
             port = s.auth.port
