@@ -96,6 +96,7 @@ struct eb_pusher {
     atomic_int stop;
     atomic_int woken;   /* new events may be waiting: ask the sources again now */
     atomic_int changed; /* definitions changed: read them again now */
+    atomic_int nsubs;   /* push subscriptions known */
     int dirty;          /* a breaker changed: publish the status now (pusher thread) */
     psub_t *subs;
     char owner[40];
@@ -848,6 +849,10 @@ static void publish_status(eb_pusher_t *p)
 {
     json_t *status = json_object(), *open = json_array();
     size_t n = 0;
+    for (psub_t *ps = p->subs; ps; ps = ps->next)
+        n++;
+    atomic_store(&p->nsubs, (int)n);
+    n = 0;
     for (psub_t *ps = p->subs; ps; ps = ps->next, n++) {
         size_t pending = 0;
         for (size_t i = 0; i < ps->nwin; i++)
@@ -949,8 +954,10 @@ void eb_pusher_wake(eb_pusher_t *p)
 {
     if (!p)
         return;
-    atomic_store(&p->woken, 1);
-    curl_multi_wakeup(p->multi);
+    /* one wakeup for any number of commits until the thread looks, and none while there
+     * is nothing to push: publishing does not pay for the pusher */
+    if (atomic_load(&p->nsubs) > 0 && atomic_exchange(&p->woken, 1) == 0)
+        curl_multi_wakeup(p->multi);
 }
 
 void eb_pusher_changed(eb_pusher_t *p)
@@ -958,7 +965,8 @@ void eb_pusher_changed(eb_pusher_t *p)
     if (!p)
         return;
     atomic_store(&p->changed, 1);
-    eb_pusher_wake(p);
+    atomic_store(&p->woken, 1);
+    curl_multi_wakeup(p->multi);
 }
 
 eb_pusher_t *eb_pusher_start(eb_app_t *app)
