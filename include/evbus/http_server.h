@@ -71,6 +71,9 @@ void evbus_req_reply_raw(evbus_req_t *req, unsigned status, const char *ctype, c
 void evbus_req_problem(evbus_req_t *req, unsigned status, const char *slug, const char *title,
                        const char *detail, json_t *errors);
 
+/* 503 storage-unavailable with Retry-After: 1: nothing was stored, try again. */
+void evbus_req_unavailable(evbus_req_t *req, const char *detail);
+
 /* Suspends the request; the handler must return right after. */
 void evbus_req_suspend(evbus_req_t *req);
 /* Resumes a suspended request; any thread, exactly once per suspend. */

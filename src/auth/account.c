@@ -207,9 +207,7 @@ static void unauthorized(evbus_req_t *req)
 
 static void unavailable(evbus_req_t *req)
 {
-    evbus_req_add_header(req, "Retry-After", "1");
-    evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                      "the account store is not available", NULL);
+    evbus_req_unavailable(req, "the account store is not available");
 }
 
 /* The caller's claims from "Authorization: Bearer <token>"; answers 401 and returns -1
@@ -225,6 +223,29 @@ static int caller(auth_app_t *app, evbus_req_t *req, evbus_claims_t *c)
     return 0;
 }
 
+/* One account by id (by_email: by email) on a pooled connection. */
+static evbus_err_t find(auth_app_t *app, int by_email, const char *key, auth_row_t *u)
+{
+    evbus_store_t *db = evbus_store_pool_get(app->pool);
+    evbus_err_t rc = by_email ? auth_db_by_email(db, key, u) : auth_db_by_id(db, key, u);
+    evbus_store_pool_put(app->pool, db);
+    return rc;
+}
+
+/* The caller's own account, which must still be active: a deactivated or deleted
+ * account's token is worthless. Answers 401/503 and returns -1 otherwise. */
+static int own_account(auth_app_t *app, evbus_req_t *req, const evbus_claims_t *c, auth_row_t *u)
+{
+    evbus_err_t rc = find(app, 0, c->sub, u);
+    if (rc == EVBUS_ERR_OK && strcmp(u->status, "active") == 0)
+        return 0;
+    if (rc == EVBUS_ERR_OK || rc == EVBUS_ERR_NOTFOUND)
+        unauthorized(req);
+    else
+        unavailable(req);
+    return -1;
+}
+
 /* The account the request is about, if the caller may act on it (itself, or any as
  * admin); answers and returns -1 otherwise. */
 static int target(auth_app_t *app, evbus_req_t *req, const evbus_claims_t *c, auth_row_t *u)
@@ -235,9 +256,7 @@ static int target(auth_app_t *app, evbus_req_t *req, const evbus_claims_t *c, au
                           "only the account itself or an admin may do this", NULL);
         return -1;
     }
-    evbus_store_t *db = evbus_store_pool_get(app->pool);
-    evbus_err_t rc = auth_db_by_id(db, id, u);
-    evbus_store_pool_put(app->pool, db);
+    evbus_err_t rc = find(app, 0, id, u);
     if (rc == EVBUS_ERR_OK && strcmp(c->sub, u->id) == 0 && strcmp(u->status, "active") != 0) {
         unauthorized(req); /* a deactivated account's own token is worthless */
         return -1;
@@ -303,9 +322,7 @@ void auth_login(evbus_req_t *req, void *ud)
         return;
     }
     auth_row_t u;
-    evbus_store_t *db = evbus_store_pool_get(app->pool);
-    evbus_err_t rc = auth_db_by_email(db, account, &u);
-    evbus_store_pool_put(app->pool, db);
+    evbus_err_t rc = find(app, 1, account, &u);
     if (rc != EVBUS_ERR_OK && rc != EVBUS_ERR_NOTFOUND) {
         json_decref(body);
         unavailable(req);
@@ -348,15 +365,8 @@ void auth_me(evbus_req_t *req, void *ud)
     if (caller(app, req, &c) != 0)
         return;
     auth_row_t u;
-    evbus_store_t *db = evbus_store_pool_get(app->pool);
-    evbus_err_t rc = auth_db_by_id(db, c.sub, &u);
-    evbus_store_pool_put(app->pool, db);
-    if (rc == EVBUS_ERR_OK && strcmp(u.status, "active") == 0)
+    if (own_account(app, req, &c, &u) == 0)
         evbus_req_reply_json(req, 200, public_user(&u));
-    else if (rc == EVBUS_ERR_OK || rc == EVBUS_ERR_NOTFOUND)
-        unauthorized(req); /* the account is gone or deactivated: the token is worthless */
-    else
-        unavailable(req);
 }
 
 /* ---- changes ---- */
@@ -493,15 +503,8 @@ void auth_change_password(evbus_req_t *req, void *ud)
         return;
     }
     auth_row_t u;
-    evbus_store_t *db = evbus_store_pool_get(app->pool);
-    evbus_err_t rc = auth_db_by_id(db, c.sub, &u);
-    evbus_store_pool_put(app->pool, db);
-    if (rc != EVBUS_ERR_OK || strcmp(u.status, "active") != 0) {
+    if (own_account(app, req, &c, &u) != 0) {
         json_decref(body);
-        if (rc == EVBUS_ERR_OK || rc == EVBUS_ERR_NOTFOUND)
-            unauthorized(req);
-        else
-            unavailable(req);
         return;
     }
     char hash[128];

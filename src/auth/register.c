@@ -180,9 +180,7 @@ void auth_register(evbus_req_t *req, void *ud)
         goto out;
     }
     if (rc != EVBUS_ERR_OK) {
-        evbus_req_add_header(req, "Retry-After", "1");
-        evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                          "the registration could not be stored; nothing was saved", NULL);
+        evbus_req_unavailable(req, "the registration could not be stored; nothing was saved");
         goto out;
     }
     evbus_relay_wake(app->relay);

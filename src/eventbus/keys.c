@@ -370,9 +370,7 @@ int eb_authenticate(eb_app_t *app, evbus_req_t *req, eb_key_t **key)
     if (a == EB_AUTH_OK)
         return 1;
     if (a == EB_AUTH_UNAVAILABLE) {
-        evbus_req_add_header(req, "Retry-After", "1");
-        evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                          "the key store is not available", NULL);
+        evbus_req_unavailable(req, "the key store is not available");
         return 0;
     }
     evbus_req_add_header(req, "WWW-Authenticate", "Bearer");
@@ -452,9 +450,7 @@ void eb_keys_create_handler(evbus_req_t *req, void *ud)
         eb_keys_create(db, name, json_is_true(admin), types, sources, subs, key, sizeof key, id);
     evbus_store_pool_put(app->pool, db);
     if (rc != 0) {
-        evbus_req_add_header(req, "Retry-After", "1");
-        evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                          "the key could not be stored", NULL);
+        evbus_req_unavailable(req, "the key could not be stored");
     } else {
         evbus_log_kv(EVBUS_LOG_INFO, "api key created", "key_id", id, "name", name, NULL);
         evbus_req_reply_json(req, 201,
@@ -478,9 +474,7 @@ void eb_keys_list_handler(evbus_req_t *req, void *ud)
     json_t *items = eb_keys_list(db);
     evbus_store_pool_put(app->pool, db);
     if (!items) {
-        evbus_req_add_header(req, "Retry-After", "1");
-        evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                          "the key store is not available", NULL);
+        evbus_req_unavailable(req, "the key store is not available");
         return;
     }
     evbus_req_reply_json(req, 200, json_pack("{s:o}", "keys", items));
@@ -496,9 +490,7 @@ void eb_keys_revoke_handler(evbus_req_t *req, void *ud)
     int64_t n = eb_keys_revoke(db, id);
     evbus_store_pool_put(app->pool, db);
     if (n < 0) {
-        evbus_req_add_header(req, "Retry-After", "1");
-        evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                          "the key store is not available", NULL);
+        evbus_req_unavailable(req, "the key store is not available");
     } else if (n == 0) {
         evbus_req_problem(req, 404, "key-not-found", "Key Not Found", "no active key with this id",
                           NULL);

@@ -60,9 +60,7 @@ static json_t *item_json(const eb_item_t *it)
 static void answer(evbus_req_t *req, eb_job_t *job, int batch)
 {
     if (job->rc != EVBUS_ERR_OK) {
-        evbus_req_add_header(req, "Retry-After", "1");
-        evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                          "the event could not be stored durably; nothing was accepted", NULL);
+        evbus_req_unavailable(req, "the event could not be stored durably; nothing was accepted");
         return;
     }
     size_t created = 0;

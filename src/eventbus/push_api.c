@@ -138,9 +138,7 @@ int eb_push_load(json_t *cfg, eb_push_t *p)
 
 static void unavailable(evbus_req_t *req)
 {
-    evbus_req_add_header(req, "Retry-After", "1");
-    evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                      "the subscription store is not available", NULL);
+    evbus_req_unavailable(req, "the subscription store is not available");
 }
 
 static void not_found(evbus_req_t *req, const char *what)

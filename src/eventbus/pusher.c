@@ -70,8 +70,9 @@ struct psub {
     evbus_backoff_t bo;
     char secret[256], secret_prev[256];
     int64_t secret_prev_until;
-    int active; /* not disabled */
-    int owned;  /* holds the lease */
+    int active;          /* not disabled */
+    int owned;           /* holds the lease */
+    int64_t lease_until; /* ms, while owned */
     eb_ksub_def_t def;
     eb_ksub_t *member;
 
@@ -251,6 +252,9 @@ static psub_t *find(eb_pusher_t *p, const char *name)
 static void take_lease(eb_pusher_t *p, psub_t *ps)
 {
     int64_t now = evbus_now_ms();
+    /* renewed once half of it is gone: one write per subscription every few seconds */
+    if (ps->owned && now < ps->lease_until - LEASE_MS / 2)
+        return;
     evbus_stmt_t *st = evbus_store_prepare(p->db, &SQL_LEASE);
     int owned = 0;
     if (st) {
@@ -270,6 +274,7 @@ static void take_lease(eb_pusher_t *p, psub_t *ps)
         reset_redrive(p, ps);
     }
     ps->owned = owned;
+    ps->lease_until = owned ? now + LEASE_MS : 0;
 }
 
 static void load_redrives(eb_pusher_t *p, psub_t *ps)

@@ -145,9 +145,7 @@ static json_t *sub_json(eb_app_t *app, evbus_store_t *db, const sub_t *s)
 
 static void db_unavailable(evbus_req_t *req)
 {
-    evbus_req_add_header(req, "Retry-After", "1");
-    evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                      "the subscription store is not available", NULL);
+    evbus_req_unavailable(req, "the subscription store is not available");
 }
 
 static void not_found(evbus_req_t *req, const char *name)

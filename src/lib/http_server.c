@@ -161,6 +161,12 @@ void evbus_req_reply_json(evbus_req_t *r, unsigned status, json_t *body)
     reply_dump(r, status, "application/json", body);
 }
 
+void evbus_req_unavailable(evbus_req_t *r, const char *detail)
+{
+    evbus_req_add_header(r, "Retry-After", "1");
+    evbus_req_problem(r, 503, "storage-unavailable", "Service Unavailable", detail, NULL);
+}
+
 void evbus_req_problem(evbus_req_t *r, unsigned status, const char *slug, const char *title,
                        const char *detail, json_t *errors)
 {

@@ -235,9 +235,7 @@ void users_get(evbus_req_t *req, void *ud)
         evbus_req_problem(req, 404, "user-not-found", "User Not Found",
                           "no profile with this id (yet)", NULL);
     else {
-        evbus_req_add_header(req, "Retry-After", "1");
-        evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                          "the profile store is not available", NULL);
+        evbus_req_unavailable(req, "the profile store is not available");
     }
 }
 
@@ -278,9 +276,7 @@ void users_put_profile(evbus_req_t *req, void *ud)
     evbus_store_pool_put(app->pool, db);
     json_decref(body);
     if (changed < 0) {
-        evbus_req_add_header(req, "Retry-After", "1");
-        evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                          "the profile store is not available", NULL);
+        evbus_req_unavailable(req, "the profile store is not available");
     } else if (changed == 0) {
         evbus_req_problem(req, 404, "user-not-found", "User Not Found",
                           "no profile with this id (yet)", NULL);

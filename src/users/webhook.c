@@ -72,9 +72,7 @@ void users_webhook(evbus_req_t *req, void *ud)
         evbus_webhook_guard_remember(app->guard, id, ts, now);
         evbus_req_reply_json(req, 204, NULL);
     } else if (evbus_err_retriable(rc)) {
-        evbus_req_add_header(req, "Retry-After", "1");
-        evbus_req_problem(req, 503, "storage-unavailable", "Service Unavailable",
-                          "the event could not be applied now", NULL);
+        evbus_req_unavailable(req, "the event could not be applied now");
     } else {
         evbus_req_problem(req, 422, "unprocessable-event", "Unprocessable Event",
                           "the event cannot be applied", NULL);
